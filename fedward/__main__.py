@@ -1,0 +1,7 @@
+"""``python -m fedward``."""
+
+import sys
+
+from fedward.cli import main
+
+sys.exit(main())

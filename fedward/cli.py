@@ -1,0 +1,203 @@
+"""The one ``fedward`` command: simulate, data, models.
+
+User mistakes (a bad config, missing data) print one line per problem on stderr
+and exit with the error's code; no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from fedward.common.config import FedwardConfig
+from fedward.common.errors import ConfigError, FedwardError
+
+app = typer.Typer(
+    help="Federated learning for hospital imaging on Flower and PyTorch.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Make and inspect data.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+logger = logging.getLogger("fedward")
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Plain ``fedward`` log lines on stderr; Flower's own only with ``--verbose``."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)-7s %(message)s"))
+    root = logging.getLogger("fedward")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.propagate = False
+    os.environ.setdefault("FLWR_LOG_LEVEL", "INFO" if verbose else "WARNING")
+
+
+def _parse_set(pairs: list[str]) -> dict[str, Any]:
+    """``key=value`` pairs from ``--set``; values parsed as TOML scalars."""
+    import tomllib
+
+    values: dict[str, Any] = {}
+    problems = []
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            problems.append(f"--set expects key=value, got {pair!r}")
+            continue
+        try:
+            values[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            values[key.strip()] = raw  # a bare word is a string
+    if problems:
+        raise ConfigError(problems)
+    return values
+
+
+def build_config(
+    scenario: Path | None, options: dict[str, Any], settings: list[str]
+) -> FedwardConfig:
+    """Defaults, then the scenario file, then flags and ``--set``: all checked at once."""
+    overrides = {k: v for k, v in options.items() if v is not None}
+    overrides.update(_parse_set(settings))
+    base = FedwardConfig.from_toml(scenario) if scenario else FedwardConfig()
+    return FedwardConfig.from_mapping(overrides, base=base)
+
+
+@app.command()
+def simulate(
+    scenario: Annotated[
+        Path | None, typer.Argument(help="Scenario TOML file (see simulations/).")
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Your own data: one folder per hospital, class folders inside."),
+    ] = None,
+    rounds: Annotated[int | None, typer.Option(help="Federated rounds.")] = None,
+    local_epochs: Annotated[int | None, typer.Option(help="Local epochs per round.")] = None,
+    hospitals: Annotated[
+        int | None, typer.Option(help="Demo hospitals (or partitions of pooled data).")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Model name (fedward models).")] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Where to write the run.")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Any config key, e.g. --set batch-size=16."),
+    ] = None,
+    verbose: Annotated[bool, typer.Option(help="Also show Flower's own log.")] = False,
+) -> None:
+    """Run a multi-hospital federation on this machine (demo data by default)."""
+    setup_logging(verbose)
+    from fedward.simulation import runner
+
+    options = {
+        "num-server-rounds": rounds,
+        "local-epochs": local_epochs,
+        "num-hospitals": hospitals,
+        "model": model,
+        "data-root": str(data) if data else None,
+        "run-dir": str(run_dir) if run_dir else None,
+    }
+    config = build_config(scenario, options, set_ or [])
+    user_data = data is not None or (
+        config.data_root != FedwardConfig().data_root
+    )
+    name = scenario.stem if scenario else "simulation"
+    config = runner.prepare(config, user_data=user_data, scenario=name)
+    logger.info(
+        "federation: %d hospitals, %d rounds, model %s, data %s, run folder %s",
+        config.num_hospitals,
+        config.num_server_rounds,
+        config.model,
+        config.data_root,
+        config.run_dir,
+    )
+    summary = runner.run(config)
+    _print_summary(summary, Path(config.run_dir))
+
+
+def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
+    final = summary["final"]
+    rows = [("global (pooled counts)", final["global"])] + sorted(
+        final["sites"].items()
+    )
+    typer.echo(f"\nFinal round {summary['rounds']} ({summary['wall-seconds']:.0f}s):")
+    typer.echo(f"  {'':26s} {'n':>5s} {'accuracy':>9s} {'recall':>7s} {'f1':>6s}")
+    for name, m in rows:
+        if m is None:
+            continue
+        typer.echo(
+            f"  {name:26s} {int(m['num-examples']):5d} {m['accuracy']:9.3f} "
+            f"{m['recall']:7.3f} {m['f1']:6.3f}"
+        )
+    typer.echo(f"Run folder: {run_dir}")
+
+
+@data_app.command("demo")
+def data_demo(
+    out: Annotated[Path, typer.Option(help="Folder to write.")] = Path("demo-data"),
+    hospitals: Annotated[int, typer.Option(min=1, max=100)] = 3,
+    seed: Annotated[int, typer.Option(min=0)] = 0,
+) -> None:
+    """Write the synthetic (not real) chest-X-ray-like demo set as class folders."""
+    setup_logging()
+    from fedward.simulation.demo import write_demo
+
+    profiles = write_demo(out, hospitals, seed=seed)
+    for p in profiles:
+        typer.echo(
+            f"{out / p.name}: {p.num_images} images, {p.prevalence:.0%} opacity, "
+            f"{p.resolution}px"
+        )
+
+
+@app.command("models")
+def models_cmd() -> None:
+    """List the registered model names."""
+    from fedward.common.models import list_models
+
+    for name in list_models():
+        typer.echo(name)
+
+
+@app.command("config")
+def config_cmd(
+    scenario: Annotated[Path | None, typer.Argument(help="Scenario TOML file.")] = None,
+) -> None:
+    """Print the resolved configuration (defaults + scenario) as JSON."""
+    config = build_config(scenario, {}, [])
+    typer.echo(json.dumps(config.to_run_config(), indent=2))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI, turning fedward errors into one line each."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except FedwardError as exc:
+        for problem in exc.problems:
+            typer.echo(f"error: {problem}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        return 130
+    except Exception as exc:  # click's own usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.Exit):
+            return exc.exit_code
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The hospital side: the site algorithm and its thin Flower ClientApp."""

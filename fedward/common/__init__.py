@@ -1,0 +1,1 @@
+"""Code shared by the hospital (client) and the aggregation server."""

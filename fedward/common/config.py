@@ -1,0 +1,197 @@
+"""The one place that defines configuration keys, their defaults and their checks.
+
+Keys are kebab-case in TOML files and Flower run configs (``local-epochs``) and
+snake_case on :class:`FedwardConfig` (``local_epochs``). :meth:`FedwardConfig.from_mapping`
+is the only code that reads keys; it reports every problem at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import logging
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedward.common.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+ConfigValue = bool | int | float | str
+
+
+def _range(lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
+    return {"range": (lo, hi)}
+
+
+def _choices(*values: str) -> dict[str, Any]:
+    return {"choices": values}
+
+
+@dataclass(frozen=True)
+class FedwardConfig:
+    """Settings of one federation run, with the defaults in one place."""
+
+    model: str = "seed-cnn"
+    class_names: str = "normal,opacity"
+    image_size: int = field(default=150, metadata=_range(16, 1024))
+    in_channels: int = field(default=3, metadata=_range(1, 3))
+    num_server_rounds: int = field(default=5, metadata=_range(1, 10_000))
+    local_epochs: int = field(default=2, metadata=_range(1, 1_000))
+    batch_size: int = field(default=32, metadata=_range(1, 4096))
+    learning_rate: float = field(default=0.0003, metadata=_range(1e-8, 1.0))
+    fraction_train: float = field(default=1.0, metadata=_range(0.0, 1.0))
+    fraction_evaluate: float = field(default=1.0, metadata=_range(0.0, 1.0))
+    min_train_nodes: int = field(default=2, metadata=_range(1, None))
+    min_evaluate_nodes: int = field(default=2, metadata=_range(1, None))
+    min_available_nodes: int = field(default=2, metadata=_range(1, None))
+    seed: int = field(default=42, metadata=_range(0, 2**31 - 1))
+    val_fraction: float = field(default=0.15, metadata=_range(0.0, 0.5))
+    test_fraction: float = field(default=0.2, metadata=_range(0.0, 0.5))
+    eval_split: str = field(default="test", metadata=_choices("val", "test"))
+    augment: bool = True
+    shear: float = field(default=0.2, metadata=_range(0.0, 1.0))
+    zoom: float = field(default=0.2, metadata=_range(0.0, 0.9))
+    horizontal_flip: bool = True
+    num_workers: int = field(default=0, metadata=_range(0, 64))
+    channels_last: bool = True
+    device: str = field(default="auto", metadata=_choices("auto", "cpu", "cuda"))
+    data_root: str = "demo-data"
+    partition: str = field(
+        default="by-folder", metadata=_choices("by-folder", "iid", "dirichlet")
+    )
+    num_hospitals: int = field(default=3, metadata=_range(1, 1_000))
+    dirichlet_alpha: float = field(default=0.5, metadata=_range(1e-3, 1e3))
+    server_test_data: str = ""
+    run_dir: str = "runs/flwr-run"
+
+    # -- construction -------------------------------------------------------------
+    @classmethod
+    def from_mapping(
+        cls, values: Mapping[str, Any], *, base: FedwardConfig | None = None
+    ) -> FedwardConfig:
+        """Build a config from kebab-case keys over ``base`` (or the defaults).
+
+        Raises
+        ------
+        ConfigError
+            Listing every unknown key, wrong type and out-of-range value at once.
+        """
+        base = base or cls()
+        by_key = {f.name.replace("_", "-"): f for f in dataclasses.fields(cls)}
+        problems: list[str] = []
+        updates: dict[str, Any] = {}
+        for key, value in values.items():
+            fld = by_key.get(key)
+            if fld is None:
+                hint = difflib.get_close_matches(key, list(by_key), n=1)
+                extra = f" (did you mean '{hint[0]}'?)" if hint else ""
+                problems.append(f"unknown key '{key}'{extra}")
+                continue
+            checked, problem = _check_value(key, fld, value)
+            if problem:
+                problems.append(problem)
+            else:
+                updates[fld.name] = checked
+        config = dataclasses.replace(base, **updates)
+        problems.extend(config._cross_problems())
+        if problems:
+            raise ConfigError([f"config: {p}" for p in problems])
+        config._warn_if_odd()
+        return config
+
+    @classmethod
+    def from_run_config(cls, run_config: Mapping[str, Any]) -> FedwardConfig:
+        """Build a config from a Flower run config (``context.run_config``)."""
+        return cls.from_mapping(run_config)
+
+    @classmethod
+    def from_toml(
+        cls, path: Path, *, base: FedwardConfig | None = None
+    ) -> FedwardConfig:
+        """Read a scenario TOML file (flat kebab-case keys, sections flattened)."""
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config: file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config: {path} is not valid TOML: {exc}") from None
+        return cls.from_mapping(_flatten(raw), base=base)
+
+    # -- views ----------------------------------------------------------------------
+    def to_run_config(self) -> dict[str, ConfigValue]:
+        """Kebab-case mapping, as Flower run configs and run folders store it."""
+        return {
+            f.name.replace("_", "-"): getattr(self, f.name)
+            for f in dataclasses.fields(self)
+        }
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names, in label order."""
+        return [c.strip() for c in self.class_names.split(",") if c.strip()]
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return len(self.classes)
+
+    def _cross_problems(self) -> list[str]:
+        problems = []
+        classes = self.classes
+        if len(classes) < 2:
+            problems.append("'class-names' needs at least two comma-separated names")
+        if len(set(classes)) != len(classes):
+            problems.append("'class-names' has a name twice")
+        if self.val_fraction + self.test_fraction >= 0.9:
+            problems.append("'val-fraction' + 'test-fraction' must be below 0.9")
+        if self.eval_split == "test" and self.test_fraction == 0.0:
+            problems.append("'eval-split' is 'test' but 'test-fraction' is 0")
+        return problems
+
+    def _warn_if_odd(self) -> None:
+        if self.learning_rate > 0.1:
+            logger.warning("learning-rate %.3g is unusually high", self.learning_rate)
+        if self.batch_size > 512:
+            logger.warning("batch-size %d is unusually large", self.batch_size)
+
+
+def _flatten(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Flatten TOML tables: ``[training] local-epochs`` becomes ``local-epochs``."""
+    flat: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value))
+        else:
+            flat[key] = value
+    return flat
+
+
+def _check_value(
+    key: str, fld: dataclasses.Field[Any], value: Any
+) -> tuple[Any, str | None]:
+    """Return the coerced value, or a problem description."""
+    expected = fld.type
+    if expected == "bool":
+        ok = isinstance(value, bool)
+    elif expected == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif expected == "float":
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        got = type(value).__name__
+        return value, f"'{key}' must be {expected}, got {got} {value!r}"
+    choices = fld.metadata.get("choices")
+    if choices and value not in choices:
+        return value, f"'{key}' must be one of {', '.join(choices)}; got {value!r}"
+    lo, hi = fld.metadata.get("range", (None, None))
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        bounds = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+        return value, f"'{key}' = {value!r} is out of range {bounds}"
+    return value, None

@@ -1,0 +1,122 @@
+"""Decoded image sets, seeded stratified splits and the torch ``Dataset``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+Item = dict[str, Any]
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class DecodedImages:
+    """Images decoded once and kept as uint8 ``(N, C, H, W)`` with their labels."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    paths: list[str]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @classmethod
+    def empty(cls, in_channels: int, image_size: int) -> DecodedImages:
+        """A set with no images."""
+        shape = (0, in_channels, image_size, image_size)
+        return cls(
+            torch.empty(shape, dtype=torch.uint8), torch.empty(0, dtype=torch.int64), []
+        )
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> DecodedImages:
+        """The images at ``indices`` (skipped files are not carried over)."""
+        idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+        return DecodedImages(
+            self.images[idx], self.labels[idx], [self.paths[int(i)] for i in idx]
+        )
+
+    def class_counts(self, num_classes: int) -> list[int]:
+        """Number of images per label."""
+        counts = torch.bincount(self.labels, minlength=num_classes)
+        return [int(c) for c in counts]
+
+
+@dataclass
+class SiteSplits:
+    """A site's train, validation and test images."""
+
+    train: DecodedImages
+    val: DecodedImages
+    test: DecodedImages
+
+    def get(self, split: str) -> DecodedImages:
+        """The split named ``train``, ``val`` or ``test``."""
+        return {"train": self.train, "val": self.val, "test": self.test}[split]
+
+
+def stratified_split(
+    labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split indices per class into train/val/test, reproducibly for a seed.
+
+    Each class contributes ``round(n * fraction)`` images to val and test, and at
+    least one image stays in train.
+    """
+    rng = np.random.default_rng(seed)
+    parts: tuple[list[int], list[int], list[int]] = ([], [], [])
+    for label in np.unique(labels):
+        idx = np.flatnonzero(labels == label)
+        rng.shuffle(idx)
+        n_val = min(round(len(idx) * val_fraction), max(len(idx) - 1, 0))
+        n_test = min(round(len(idx) * test_fraction), max(len(idx) - 1 - n_val, 0))
+        parts[1].extend(idx[:n_val])
+        parts[2].extend(idx[n_val : n_val + n_test])
+        parts[0].extend(idx[n_val + n_test :])
+    train, val, test = (np.sort(np.asarray(p, dtype=np.int64)) for p in parts)
+    return train, val, test
+
+
+class ImageDataset(Dataset[Item]):
+    """Items ``{"image", "label", "meta"}`` from decoded uint8 images."""
+
+    def __init__(self, data: DecodedImages, transform: Transform) -> None:
+        self.data = data
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> Item:
+        return {
+            "image": self.transform(self.data.images[index]),
+            "label": int(self.data.labels[index]),
+            "meta": {"path": self.data.paths[index]},
+        }
+
+
+def make_loader(
+    data: DecodedImages,
+    transform: Transform,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    num_workers: int = 0,
+) -> DataLoader[Item]:
+    """A DataLoader whose shuffling order depends only on ``seed``."""
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return DataLoader(
+        ImageDataset(data, transform),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=generator,
+        num_workers=num_workers,
+        persistent_workers=False,
+    )

@@ -1,0 +1,45 @@
+"""The error tree: each user-facing failure has a type and an exit code."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class FedwardError(Exception):
+    """Base of all errors fedward raises for user-facing problems.
+
+    Parameters
+    ----------
+    problems
+        One line per problem; the CLI prints each on its own line.
+    """
+
+    exit_code = 1
+
+    def __init__(self, problems: str | Sequence[str]) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+class ConfigError(FedwardError):
+    """The configuration has unknown keys, wrong types or out-of-range values."""
+
+    exit_code = 2
+
+
+class DataError(FedwardError):
+    """A data source is missing, empty or unusable."""
+
+    exit_code = 3
+
+
+class ModelError(FedwardError):
+    """An unknown model name or an impossible model shape."""
+
+    exit_code = 4
+
+
+class WeightsError(FedwardError):
+    """Model weights do not match the expected model or are not finite."""
+
+    exit_code = 5

@@ -1,0 +1,1 @@
+"""The aggregation server: strategies, evaluation and run folders."""

@@ -1,0 +1,1 @@
+"""Local multi-hospital simulation: demo data, partitioners and the runner."""

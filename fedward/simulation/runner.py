@@ -1,0 +1,117 @@
+"""Run a whole federation on one machine through Flower's simulation engine."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from fedward.common.config import FedwardConfig
+from fedward.common.data.folders import find_class_names
+from fedward.common.errors import ConfigError, DataError, FedwardError
+from fedward.server.report import SUMMARY_FILE
+from fedward.simulation.demo import write_demo
+from fedward.simulation.partition import hospital_folders
+
+logger = logging.getLogger(__name__)
+
+
+def _infer_classes(config: FedwardConfig) -> list[str]:
+    root = Path(config.data_root)
+    if config.partition != "by-folder":
+        return find_class_names(root)
+    names: set[str] = set()
+    for folder in hospital_folders(root):
+        names.update(find_class_names(folder))
+    return sorted(names)
+
+
+def prepare(
+    config: FedwardConfig, *, user_data: bool, scenario: str = "simulation"
+) -> FedwardConfig:
+    """Make demo data if needed and settle what depends on the data.
+
+    With the demo (``user_data`` false) the demo set is written to ``data-root``
+    when missing. Class names come from the data; the node minimums never exceed
+    the number of hospitals; a run folder is named when none is given.
+    """
+    root = Path(config.data_root)
+    if not user_data and not root.is_dir():
+        logger.info("writing synthetic demo data for %d hospitals to %s",
+                    config.num_hospitals, root)
+        write_demo(root, config.num_hospitals, seed=config.seed)
+    if not root.is_dir():
+        raise DataError(f"data folder does not exist: {root}")
+    hospitals = (
+        len(hospital_folders(root)) if config.partition == "by-folder" else config.num_hospitals
+    )
+    classes = _infer_classes(config)
+    if len(classes) < 2:
+        raise DataError(f"{root}: needs class folders of at least two classes, found {classes}")
+    run_dir = config.run_dir
+    if run_dir == FedwardConfig().run_dir:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir = str(Path("runs") / f"{stamp}-{scenario}")
+    return dataclasses.replace(
+        config,
+        class_names=",".join(classes),
+        num_hospitals=hospitals,
+        min_train_nodes=min(config.min_train_nodes, hospitals),
+        min_evaluate_nodes=min(config.min_evaluate_nodes, hospitals),
+        min_available_nodes=min(config.min_available_nodes, hospitals),
+        run_dir=run_dir,
+    )
+
+
+def backend_config(cpus: int | None = None) -> dict[str, Any]:
+    """Ray settings: one client at a time, each using every core (or a GPU)."""
+    import torch
+
+    cpus = cpus or os.cpu_count() or 1
+    gpus = 1.0 if torch.cuda.is_available() else 0.0
+    return {
+        "client_resources": {"num_cpus": cpus, "num_gpus": gpus},
+        "init_args": {
+            "num_cpus": cpus,
+            "num_gpus": int(gpus),
+            "include_dashboard": False,
+            "logging_level": logging.ERROR,
+        },
+    }
+
+
+def run(config: FedwardConfig) -> dict[str, Any]:
+    """Run the simulation described by a prepared config; return ``summary.json``.
+
+    Raises
+    ------
+    FedwardError
+        If the federation ended without writing a summary.
+    """
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    from flwr.simulation import run_simulation
+
+    from fedward.client.client_app import make_client_app
+    from fedward.server.server_app import make_server_app
+
+    if config.partition == "by-folder" and config.num_hospitals < 1:
+        raise ConfigError("config: no hospitals to simulate")
+    summary_path = Path(config.run_dir) / SUMMARY_FILE
+    summary_path.unlink(missing_ok=True)
+    run_simulation(
+        server_app=make_server_app(config),
+        client_app=make_client_app(config),
+        num_supernodes=config.num_hospitals,
+        backend_config=backend_config(),  # type: ignore[arg-type]
+    )
+    if not summary_path.is_file():
+        raise FedwardError(
+            f"the simulation ended without results; see the log above ({config.run_dir})"
+        )
+    result: dict[str, Any] = json.loads(summary_path.read_text(encoding="utf-8"))
+    return result
