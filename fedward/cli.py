@@ -64,7 +64,7 @@ def _parse_set(pairs: list[str]) -> dict[str, Any]:
 def build_config(
     scenario: Path | None, options: dict[str, Any], settings: list[str]
 ) -> FedwardConfig:
-    """Defaults, then the scenario file, then flags and ``--set``: all checked at once."""
+    """Defaults, then the scenario, then flags and ``--set``; all checked at once."""
     overrides = {k: v for k, v in options.items() if v is not None}
     overrides.update(_parse_set(settings))
     base = FedwardConfig.from_toml(scenario) if scenario else FedwardConfig()
@@ -78,15 +78,23 @@ def simulate(
     ] = None,
     data: Annotated[
         Path | None,
-        typer.Option(help="Your own data: one folder per hospital, class folders inside."),
+        typer.Option(
+            help="Your own data: one folder per hospital, class folders inside."
+        ),
     ] = None,
     rounds: Annotated[int | None, typer.Option(help="Federated rounds.")] = None,
-    local_epochs: Annotated[int | None, typer.Option(help="Local epochs per round.")] = None,
+    local_epochs: Annotated[
+        int | None, typer.Option(help="Local epochs per round.")
+    ] = None,
     hospitals: Annotated[
         int | None, typer.Option(help="Demo hospitals (or partitions of pooled data).")
     ] = None,
-    model: Annotated[str | None, typer.Option(help="Model name (fedward models).")] = None,
-    run_dir: Annotated[Path | None, typer.Option(help="Where to write the run.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model name (fedward models).")
+    ] = None,
+    run_dir: Annotated[
+        Path | None, typer.Option(help="Where to write the run.")
+    ] = None,
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", help="Any config key, e.g. --set batch-size=16."),
@@ -106,11 +114,8 @@ def simulate(
         "run-dir": str(run_dir) if run_dir else None,
     }
     config = build_config(scenario, options, set_ or [])
-    user_data = data is not None or (
-        config.data_root != FedwardConfig().data_root
-    )
     name = scenario.stem if scenario else "simulation"
-    config = runner.prepare(config, user_data=user_data, scenario=name)
+    config = runner.prepare(config, scenario=name)
     logger.info(
         "federation: %d hospitals, %d rounds, model %s, data %s, run folder %s",
         config.num_hospitals,
@@ -125,9 +130,10 @@ def simulate(
 
 def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     final = summary["final"]
-    rows = [("global (pooled counts)", final["global"])] + sorted(
-        final["sites"].items()
-    )
+    rows = [
+        ("global (pooled counts)", final["global"]),
+        *sorted(final["sites"].items()),
+    ]
     typer.echo(f"\nFinal round {summary['rounds']} ({summary['wall-seconds']:.0f}s):")
     typer.echo(f"  {'':26s} {'n':>5s} {'accuracy':>9s} {'recall':>7s} {'f1':>6s}")
     for name, m in rows:
@@ -144,7 +150,7 @@ def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
 def data_demo(
     out: Annotated[Path, typer.Option(help="Folder to write.")] = Path("demo-data"),
     hospitals: Annotated[int, typer.Option(min=1, max=100)] = 3,
-    seed: Annotated[int, typer.Option(min=0)] = 0,
+    seed: Annotated[int, typer.Option(min=0)] = FedwardConfig().seed,
 ) -> None:
     """Write the synthetic (not real) chest-X-ray-like demo set as class folders."""
     setup_logging()

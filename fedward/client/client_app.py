@@ -6,7 +6,14 @@ import functools
 import math
 from pathlib import Path
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.clientapp import ClientApp
 
 from fedward.client.site import Site, load_site_data
@@ -16,7 +23,7 @@ from fedward.common.weights import get_record, load_arrays, to_arrays
 from fedward.simulation.partition import simulated_site
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=16)
 def _cached_site(
     config: FedwardConfig, data_path: str, site_name: str, partition: tuple[int, int]
 ) -> Site:
@@ -97,7 +104,9 @@ def make_client_app(config: FedwardConfig | None = None) -> ClientApp:
                 MetricKey.CONFUSION: [int(v) for v in result.confusion.ravel()],
             }
         )
-        content = RecordDict({RecordKey.METRICS: metrics, RecordKey.SITE: _site_record(site)})
+        content = RecordDict(
+            {RecordKey.METRICS: metrics, RecordKey.SITE: _site_record(site)}
+        )
         return Message(content=content, reply_to=msg)
 
     return app

@@ -1,8 +1,9 @@
 """The one place that defines configuration keys, their defaults and their checks.
 
 Keys are kebab-case in TOML files and Flower run configs (``local-epochs``) and
-snake_case on :class:`FedwardConfig` (``local_epochs``). :meth:`FedwardConfig.from_mapping`
-is the only code that reads keys; it reports every problem at once.
+snake_case on :class:`FedwardConfig` (``local_epochs``).
+:meth:`FedwardConfig.from_mapping` is the only code that reads keys; it reports
+every problem at once.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class FedwardConfig:
     num_workers: int = field(default=0, metadata=_range(0, 64))
     channels_last: bool = True
     device: str = field(default="auto", metadata=_choices("auto", "cpu", "cuda"))
-    data_root: str = "demo-data"
+    data_root: str = ""  # empty: the built-in synthetic demo
     partition: str = field(
         default="by-folder", metadata=_choices("by-folder", "iid", "dirichlet")
     )
@@ -192,6 +193,8 @@ def _check_value(
         return value, f"'{key}' must be one of {', '.join(choices)}; got {value!r}"
     lo, hi = fld.metadata.get("range", (None, None))
     if (lo is not None and value < lo) or (hi is not None and value > hi):
-        bounds = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+        bounds = (
+            f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+        )
         return value, f"'{key}' = {value!r} is out of range {bounds}"
     return value, None

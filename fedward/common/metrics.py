@@ -27,7 +27,8 @@ def sum_confusion(matrices: Iterable[np.ndarray]) -> np.ndarray:
     mats = [np.asarray(m, dtype=np.int64) for m in matrices]
     if not mats:
         raise ValueError("no confusion matrices to sum")
-    return np.sum(mats, axis=0)
+    total: np.ndarray = np.sum(mats, axis=0)
+    return total
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:

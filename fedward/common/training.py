@@ -34,8 +34,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def prepare_model(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
-    """Move the model to ``device``, in channels-last layout if asked (faster on CPU)."""
+def prepare_model(
+    model: nn.Module, device: torch.device, channels_last: bool
+) -> nn.Module:
+    """Move ``model`` to ``device``, channels-last if asked (faster on CPU)."""
     model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TypeVar
 
 import numpy as np
-import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from torch import nn
 
@@ -26,6 +26,12 @@ def get_record(msg: Message, key: str, kind: type[RecordT]) -> RecordT:
     if not isinstance(record, kind):
         raise WeightsError(f"message has no {kind.__name__} named '{key}'")
     return record
+
+
+def metric_record(values: Mapping[str, float]) -> MetricRecord:
+    """A ``MetricRecord`` of plain float figures."""
+    data: dict[str, int | float | list[int] | list[float]] = dict(values)
+    return MetricRecord(data)
 
 
 def to_arrays(model: nn.Module) -> ArrayRecord:

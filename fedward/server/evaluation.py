@@ -49,10 +49,14 @@ class SiteEvaluation:
         """
         raw = values.get("confusion-matrix")
         if not isinstance(raw, list) or len(raw) != num_classes * num_classes:
-            raise DataError(f"{site}: confusion matrix is not {num_classes}x{num_classes}")
+            raise DataError(
+                f"{site}: confusion matrix is not {num_classes}x{num_classes}"
+            )
         cm = np.asarray(raw, dtype=np.float64)
         if (cm < 0).any() or (cm != np.round(cm)).any():
-            raise DataError(f"{site}: confusion matrix holds negative or fractional counts")
+            raise DataError(
+                f"{site}: confusion matrix holds negative or fractional counts"
+            )
         n = values.get("num-examples")
         loss_sum = values.get("loss-sum")
         if not isinstance(n, int | float) or int(cm.sum()) != int(n):
@@ -63,7 +67,9 @@ class SiteEvaluation:
         return cls(site, int(n), float(loss_sum), matrix)
 
 
-def global_metrics(sites: Sequence[SiteEvaluation], class_names: Sequence[str]) -> Metrics:
+def global_metrics(
+    sites: Sequence[SiteEvaluation], class_names: Sequence[str]
+) -> Metrics:
     """Figures of the pooled predictions: summed counts, never averaged scores."""
     total = sum(s.num_examples for s in sites)
     loss = sum(s.loss_sum for s in sites) / total if total else 0.0
@@ -88,9 +94,15 @@ def make_central_evaluator(
         config.image_size,
     )
     if not len(data):
-        raise DataError(f"server test data {config.server_test_data} has no usable image")
+        raise DataError(
+            f"server test data {config.server_test_data} has no usable image"
+        )
     loader = make_loader(
-        data, ScaleToUnit(), batch_size=config.batch_size, shuffle=False, seed=config.seed
+        data,
+        ScaleToUnit(),
+        batch_size=config.batch_size,
+        shuffle=False,
+        seed=config.seed,
     )
     device = select_device(config.device)
 

@@ -25,7 +25,8 @@ PLOTTED = ("accuracy", "recall", "f1")
 def _clean(values: Mapping[str, Any]) -> dict[str, Any]:
     """JSON-safe copy: NaN becomes ``null``."""
     return {
-        k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in values.items()
+        k: (None if isinstance(v, float) and math.isnan(v) else v)
+        for k, v in values.items()
     }
 
 
@@ -53,21 +54,34 @@ class RunRecorder:
     def record_train(self, server_round: int, sites: Mapping[str, Metrics]) -> None:
         """Training figures each hospital reported for a round."""
         for site, metrics in sorted(sites.items()):
-            self._append({"round": server_round, "scope": "train", "site": site, **metrics})
+            self._append(
+                {"round": server_round, "scope": "train", "site": site, **metrics}
+            )
 
-    def record_rejected(self, server_round: int, site: str, problems: list[str]) -> None:
+    def record_rejected(
+        self, server_round: int, site: str, problems: list[str]
+    ) -> None:
         """An update the server refused to aggregate."""
         self._append(
-            {"round": server_round, "scope": "rejected", "site": site, "problems": problems}
+            {
+                "round": server_round,
+                "scope": "rejected",
+                "site": site,
+                "problems": problems,
+            }
         )
 
     def record_evaluation(
         self, server_round: int, global_: Metrics, sites: Mapping[str, Metrics]
     ) -> None:
         """Federated evaluation: the exact global figures and each hospital's own."""
-        self._append({"round": server_round, "scope": "global", "site": None, **global_})
+        self._append(
+            {"round": server_round, "scope": "global", "site": None, **global_}
+        )
         for site, metrics in sorted(sites.items()):
-            self._append({"round": server_round, "scope": "site", "site": site, **metrics})
+            self._append(
+                {"round": server_round, "scope": "site", "site": site, **metrics}
+            )
         now = time.perf_counter()
         logger.info(
             "round %d/%d  loss %.4f  accuracy %.3f  recall %.3f  f1 %.3f  (%.1fs)",
@@ -83,7 +97,9 @@ class RunRecorder:
 
     def record_central(self, server_round: int, metrics: Metrics) -> None:
         """Centralized evaluation on the server-held test set."""
-        self._append({"round": server_round, "scope": "central", "site": None, **metrics})
+        self._append(
+            {"round": server_round, "scope": "central", "site": None, **metrics}
+        )
 
     def summary(self) -> dict[str, Any]:
         """Final global and per-hospital figures and the best round by F1."""
@@ -140,12 +156,16 @@ def plot_rounds(rows: list[dict[str, Any]], path: Path) -> None:
             pts = [
                 (r["round"], r[metric])
                 for r in rows
-                if r["scope"] == scope and r["site"] == site and r.get(metric) is not None
+                if r["scope"] == scope
+                and r["site"] == site
+                and r.get(metric) is not None
             ]
             if pts:
                 xs, ys = zip(*pts, strict=True)
                 label = "global (pooled counts)" if site is None else site
-                ax.plot(xs, ys, style, label=label, linewidth=2.5 if site is None else 1)
+                ax.plot(
+                    xs, ys, style, label=label, linewidth=2.5 if site is None else 1
+                )
         ax.set_title(metric)
         ax.set_xlabel("round")
         ax.set_ylim(0.0, 1.02)

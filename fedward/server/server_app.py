@@ -11,7 +11,7 @@ from flwr.serverapp import Grid, ServerApp
 from fedward.common.config import FedwardConfig
 from fedward.common.models import get_model
 from fedward.common.training import seed_everything
-from fedward.common.weights import to_arrays
+from fedward.common.weights import metric_record, to_arrays
 from fedward.server.checkpoint import MODEL_FILE, save_model
 from fedward.server.evaluation import make_central_evaluator
 from fedward.server.report import RunRecorder
@@ -49,7 +49,7 @@ def run_federation(grid: Grid, config: FedwardConfig) -> dict[str, object]:
             return None
         metrics = central(arrays.to_torch_state_dict())
         recorder.record_central(server_round, metrics)
-        return MetricRecord(metrics)
+        return metric_record(metrics)
 
     strategy.start(
         grid=grid,

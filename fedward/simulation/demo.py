@@ -15,7 +15,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
+from fedward.common.errors import DataError
+
 CLASSES = ("normal", "opacity")
+DEMO_FILE = "demo.json"
 
 
 @dataclass(frozen=True)
@@ -62,18 +65,30 @@ def hospital_profiles(num_hospitals: int, seed: int = 0) -> list[ScannerProfile]
     return profiles
 
 
-def _ellipse(x: np.ndarray, y: np.ndarray, cx: float, cy: float, rx: float, ry: float, edge: float) -> np.ndarray:
+def _ellipse(
+    x: np.ndarray,
+    y: np.ndarray,
+    cx: float,
+    cy: float,
+    rx: float,
+    ry: float,
+    edge: float,
+) -> np.ndarray:
     r = np.sqrt(((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2)
     return np.clip((1.0 - r) / edge, 0.0, 1.0)
 
 
 def _smooth_field(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
     coarse = rng.standard_normal((cells, cells)).astype(np.float32)
-    img = Image.fromarray(coarse, mode="F").resize((size, size), Image.Resampling.BICUBIC)
+    img = Image.fromarray(coarse, mode="F").resize(
+        (size, size), Image.Resampling.BICUBIC
+    )
     return np.asarray(img, dtype=np.float32)
 
 
-def render_image(rng: np.random.Generator, profile: ScannerProfile, opacity: bool) -> np.ndarray:
+def render_image(
+    rng: np.random.Generator, profile: ScannerProfile, opacity: bool
+) -> np.ndarray:
     """One uint8 grayscale image at the profile's resolution."""
     s = profile.resolution
     y, x = np.mgrid[-1.0 : 1.0 : s * 1j, -1.0 : 1.0 : s * 1j]
@@ -101,10 +116,13 @@ def render_image(rng: np.random.Generator, profile: ScannerProfile, opacity: boo
         pil = pil.filter(ImageFilter.GaussianBlur(profile.blur))
     out = np.asarray(pil, dtype=np.float32) / 255.0
     out += rng.normal(0.0, profile.noise, size=out.shape).astype(np.float32)
-    return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    pixels: np.ndarray = np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return pixels
 
 
-def write_demo(out: Path, num_hospitals: int = 3, seed: int = 0) -> list[ScannerProfile]:
+def write_demo(
+    out: Path, num_hospitals: int = 3, seed: int = 0
+) -> list[ScannerProfile]:
     """Write ``out/<hospital>/<class>/*.png`` and ``out/demo.json``; deterministic."""
     profiles = hospital_profiles(num_hospitals, seed)
     for index, profile in enumerate(profiles):
@@ -124,5 +142,26 @@ def write_demo(out: Path, num_hospitals: int = 3, seed: int = 0) -> list[Scanner
         "classes": list(CLASSES),
         "hospitals": [asdict(p) for p in profiles],
     }
-    (out / "demo.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    (out / DEMO_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return profiles
+
+
+def demo_root(num_hospitals: int, seed: int) -> Path:
+    """Where the built-in demo for ``num_hospitals`` and ``seed`` is kept."""
+    return Path("demo-data") / f"{num_hospitals}-hospitals-seed-{seed}"
+
+
+def ensure_demo(out: Path, num_hospitals: int, seed: int) -> bool:
+    """Write the demo to ``out`` unless it is already there; True if written.
+
+    Raises
+    ------
+    DataError
+        If ``out`` exists, is not empty and is not a fedward demo folder.
+    """
+    if (out / DEMO_FILE).is_file():
+        return False
+    if out.exists() and any(out.iterdir()):
+        raise DataError(f"{out} exists and is not fedward demo data")
+    write_demo(out, num_hospitals, seed=seed)
+    return True

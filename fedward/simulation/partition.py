@@ -2,14 +2,43 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from fedward.common.config import FedwardConfig
 from fedward.common.data.datasets import DecodedImages, SiteSplits, stratified_split
-from fedward.common.data.folders import load_class_folders, load_folder
+from fedward.common.data.folders import (
+    find_class_names,
+    load_class_folders,
+    load_folder,
+)
 from fedward.common.errors import ConfigError, DataError
+from fedward.simulation.demo import demo_root, ensure_demo
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_data_root(config: FedwardConfig) -> Path:
+    """The data folder of a run; the built-in demo is written when no folder is set.
+
+    Raises
+    ------
+    DataError
+        If a configured data folder does not exist.
+    """
+    if not config.data_root:
+        root = demo_root(config.num_hospitals, config.seed)
+        if ensure_demo(root, config.num_hospitals, config.seed):
+            logger.info("wrote synthetic demo data to %s", root)
+        return root
+    root = Path(config.data_root)
+    if not root.is_dir():
+        raise DataError(f"data folder does not exist: {root}")
+    return root
 
 
 def iid_partition(labels: np.ndarray, num_parts: int, seed: int) -> list[np.ndarray]:
@@ -50,11 +79,58 @@ def hospital_folders(root: Path) -> list[Path]:
     return folders
 
 
+def is_per_hospital(root: Path) -> bool:
+    """Whether ``root`` holds one folder per hospital (folders of folders).
+
+    Otherwise its subfolders are class folders of one pooled set.
+    """
+    if not root.is_dir():
+        raise DataError(f"data folder does not exist: {root}")
+    return any(
+        child.is_dir()
+        for sub in root.iterdir()
+        if sub.is_dir()
+        for child in sub.iterdir()
+    )
+
+
+def data_class_names(root: Path) -> list[str]:
+    """Class names found in a pooled or per-hospital data folder, sorted."""
+    if not is_per_hospital(root):
+        return find_class_names(root)
+    names: set[str] = set()
+    for folder in hospital_folders(root):
+        names.update(find_class_names(folder))
+    return sorted(names)
+
+
+@functools.lru_cache(maxsize=2)
+def load_pooled(
+    root: Path, classes: tuple[str, ...], in_channels: int, image_size: int
+) -> DecodedImages:
+    """Every image under ``root``: class folders directly, or one folder per hospital.
+
+    Cached per process so each simulated hospital does not decode the pool again.
+    """
+    if not is_per_hospital(root):
+        return load_folder(root, classes, in_channels, image_size)
+    parts = [
+        load_folder(folder, classes, in_channels, image_size)
+        for folder in hospital_folders(root)
+    ]
+    return DecodedImages(
+        torch.cat([p.images for p in parts]),
+        torch.cat([p.labels for p in parts]),
+        [path for p in parts for path in p.paths],
+        [skip for p in parts for skip in p.skipped],
+    )
+
+
 def simulated_site(
     config: FedwardConfig, partition_id: int, num_partitions: int
 ) -> tuple[str, SiteSplits]:
     """The name and images of simulated hospital ``partition_id``."""
-    root = Path(config.data_root)
+    root = resolve_data_root(config)
     shape = {"in_channels": config.in_channels, "image_size": config.image_size}
     if config.partition == "by-folder":
         folders = hospital_folders(root)
@@ -73,7 +149,9 @@ def simulated_site(
             **shape,
         )
         return folder.name, splits
-    pooled = load_folder(root, config.classes, **shape)
+    pooled = load_pooled(
+        root, tuple(config.classes), config.in_channels, config.image_size
+    )
     labels = pooled.labels.numpy()
     if config.partition == "iid":
         parts = iid_partition(labels, num_partitions, config.seed)

@@ -11,47 +11,40 @@ from pathlib import Path
 from typing import Any
 
 from fedward.common.config import FedwardConfig
-from fedward.common.data.folders import find_class_names
 from fedward.common.errors import ConfigError, DataError, FedwardError
 from fedward.server.report import SUMMARY_FILE
-from fedward.simulation.demo import write_demo
-from fedward.simulation.partition import hospital_folders
+from fedward.simulation.partition import (
+    data_class_names,
+    hospital_folders,
+    resolve_data_root,
+)
 
 logger = logging.getLogger(__name__)
 
 
-def _infer_classes(config: FedwardConfig) -> list[str]:
-    root = Path(config.data_root)
-    if config.partition != "by-folder":
-        return find_class_names(root)
-    names: set[str] = set()
-    for folder in hospital_folders(root):
-        names.update(find_class_names(folder))
-    return sorted(names)
+def prepare(config: FedwardConfig, *, scenario: str = "simulation") -> FedwardConfig:
+    """Settle what depends on the data before a simulation starts.
 
-
-def prepare(
-    config: FedwardConfig, *, user_data: bool, scenario: str = "simulation"
-) -> FedwardConfig:
-    """Make demo data if needed and settle what depends on the data.
-
-    With the demo (``user_data`` false) the demo set is written to ``data-root``
-    when missing. Class names come from the data; the node minimums never exceed
-    the number of hospitals; a run folder is named when none is given.
+    Class names come from the data; the node minimums never exceed the number of
+    hospitals; a run folder is named when none is given.
     """
-    root = Path(config.data_root)
-    if not user_data and not root.is_dir():
-        logger.info("writing synthetic demo data for %d hospitals to %s",
-                    config.num_hospitals, root)
-        write_demo(root, config.num_hospitals, seed=config.seed)
-    if not root.is_dir():
-        raise DataError(f"data folder does not exist: {root}")
-    hospitals = (
-        len(hospital_folders(root)) if config.partition == "by-folder" else config.num_hospitals
-    )
-    classes = _infer_classes(config)
+    root = resolve_data_root(config)
+    hospitals = config.num_hospitals
+    if config.partition == "by-folder":
+        hospitals = len(hospital_folders(root))
+        if hospitals != config.num_hospitals and config.data_root:
+            logger.warning(
+                "%s has %d hospital folders; simulating %d hospitals, not %d",
+                root,
+                hospitals,
+                hospitals,
+                config.num_hospitals,
+            )
+    classes = data_class_names(root)
     if len(classes) < 2:
-        raise DataError(f"{root}: needs class folders of at least two classes, found {classes}")
+        raise DataError(
+            f"{root}: needs class folders of at least two classes, found {classes}"
+        )
     run_dir = config.run_dir
     if run_dir == FedwardConfig().run_dir:
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -59,6 +52,7 @@ def prepare(
     return dataclasses.replace(
         config,
         class_names=",".join(classes),
+        data_root=str(root),
         num_hospitals=hospitals,
         min_train_nodes=min(config.min_train_nodes, hospitals),
         min_evaluate_nodes=min(config.min_evaluate_nodes, hospitals),
@@ -107,11 +101,11 @@ def run(config: FedwardConfig) -> dict[str, Any]:
         server_app=make_server_app(config),
         client_app=make_client_app(config),
         num_supernodes=config.num_hospitals,
-        backend_config=backend_config(),  # type: ignore[arg-type]
+        backend_config=backend_config(),
     )
     if not summary_path.is_file():
         raise FedwardError(
-            f"the simulation ended without results; see the log above ({config.run_dir})"
+            f"the simulation ended without results; see the log ({config.run_dir})"
         )
     result: dict[str, Any] = json.loads(summary_path.read_text(encoding="utf-8"))
     return result

@@ -41,15 +41,12 @@ def decode_image(path: Path, in_channels: int, image_size: int) -> torch.Tensor:
         raise DataError(f"not an image file ({path.suffix or 'no extension'})")
     try:
         with Image.open(path) as img:
-            img = img.convert("L" if in_channels == 1 else "RGB")
-            img = img.resize((image_size, image_size), Image.Resampling.BILINEAR)
-            array = np.asarray(img, dtype=np.uint8)
+            converted = img.convert("L" if in_channels == 1 else "RGB")
+        resized = converted.resize((image_size, image_size), Image.Resampling.BILINEAR)
+        array = np.asarray(resized, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise DataError(f"does not decode: {exc}") from None
-    if array.ndim == 2:
-        array = array[None]
-    else:
-        array = array.transpose(2, 0, 1)
+    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
     return torch.from_numpy(np.ascontiguousarray(array))
 
 
@@ -103,10 +100,14 @@ def _require_classes(data: DecodedImages, classes: Sequence[str], where: Path) -
             f"{dict(zip(classes, counts, strict=True))}"
         )
     empty_folders = [
-        c for c, n in zip(classes, counts, strict=True) if n == 0 and (where / c).is_dir()
+        c
+        for c, n in zip(classes, counts, strict=True)
+        if n == 0 and (where / c).is_dir()
     ]
     if empty_folders:
-        raise DataError(f"{where}: class folder(s) {empty_folders} hold no usable image")
+        raise DataError(
+            f"{where}: class folder(s) {empty_folders} hold no usable image"
+        )
 
 
 def load_class_folders(

@@ -12,6 +12,7 @@ class ScaleToUnit:
     """uint8 ``[0, 255]`` to float32 ``[0, 1]`` (the seed's ``rescale=1/255``)."""
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        """Scale one image."""
         return image.to(torch.float32).div_(255.0)
 
 
@@ -36,6 +37,7 @@ class RandomAugment:
         self.scale = ScaleToUnit()
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        """Augment and scale one image."""
         draws = torch.rand(3).tolist()
         shear = (2.0 * draws[0] - 1.0) * self.shear_degrees
         scale = 1.0 + (2.0 * draws[1] - 1.0) * self.zoom

@@ -62,4 +62,10 @@ def get_model(
 # Importing the modules registers their architectures.
 from fedward.common.models import seed_cnn, torchvision_models  # noqa: E402
 
-__all__ = ["get_model", "list_models", "register_model", "seed_cnn", "torchvision_models"]
+__all__ = [
+    "get_model",
+    "list_models",
+    "register_model",
+    "seed_cnn",
+    "torchvision_models",
+]

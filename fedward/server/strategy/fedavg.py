@@ -13,7 +13,7 @@ from flwr.serverapp.strategy import FedAvg
 
 from fedward.common.errors import DataError
 from fedward.common.keys import MetricKey, RecordKey
-from fedward.common.weights import check_arrays
+from fedward.common.weights import check_arrays, metric_record
 from fedward.server.evaluation import SiteEvaluation, global_metrics
 from fedward.server.report import RunRecorder
 
@@ -105,7 +105,7 @@ class FedwardFedAvg(FedAvg):
                 continue
             accepted.append(msg)
             metrics = msg.content[RecordKey.METRICS]
-            site_metrics[name] = {k: float(v) for k, v in metrics.items()}  # type: ignore[union-attr, arg-type]
+            site_metrics[name] = {k: float(v) for k, v in metrics.items()}  # type: ignore[arg-type]
         self.recorder.record_train(server_round, site_metrics)
         return super().aggregate_train(server_round, accepted)
 
@@ -133,4 +133,4 @@ class FedwardFedAvg(FedAvg):
         global_ = global_metrics(evaluations, self.class_names)
         sites = {e.site: e.metrics(self.class_names) for e in evaluations}
         self.recorder.record_evaluation(server_round, global_, sites)
-        return MetricRecord(dict(global_))
+        return metric_record(global_)
