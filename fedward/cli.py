@@ -151,12 +151,16 @@ def data_demo(
     out: Annotated[Path, typer.Option(help="Folder to write.")] = Path("demo-data"),
     hospitals: Annotated[int, typer.Option(min=1, max=100)] = 3,
     seed: Annotated[int, typer.Option(min=0)] = FedwardConfig().seed,
+    max_images: Annotated[
+        int | None,
+        typer.Option(min=4, help="Cap on images per hospital (quick tries)."),
+    ] = None,
 ) -> None:
     """Write the synthetic (not real) chest-X-ray-like demo set as class folders."""
     setup_logging()
     from fedward.simulation.demo import write_demo
 
-    profiles = write_demo(out, hospitals, seed=seed)
+    profiles = write_demo(out, hospitals, seed=seed, max_images=max_images)
     for p in profiles:
         typer.echo(
             f"{out / p.name}: {p.num_images} images, {p.prevalence:.0%} opacity, "

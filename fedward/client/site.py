@@ -9,7 +9,6 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -109,13 +108,12 @@ class Site:
     def evaluate(self, model: nn.Module, split: str) -> EvalResult:
         """Loss and confusion matrix of ``model`` on one of the site's splits."""
         cfg = self.config
-        with torch.inference_mode():
-            result = evaluate(
-                model,
-                self._loader(self.data.get(split), training=False, seed=cfg.seed),
-                num_classes=cfg.num_classes,
-                device=select_device(cfg.device),
-                channels_last=cfg.channels_last,
-            )
+        result = evaluate(
+            model,
+            self._loader(self.data.get(split), training=False, seed=cfg.seed),
+            num_classes=cfg.num_classes,
+            device=select_device(cfg.device),
+            channels_last=cfg.channels_last,
+        )
         model.to("cpu")
         return result

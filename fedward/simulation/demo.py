@@ -9,7 +9,7 @@ resolution, intensity curve (gamma), contrast, blur and noise.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -121,10 +121,14 @@ def render_image(
 
 
 def write_demo(
-    out: Path, num_hospitals: int = 3, seed: int = 0
+    out: Path, num_hospitals: int = 3, seed: int = 0, max_images: int | None = None
 ) -> list[ScannerProfile]:
     """Write ``out/<hospital>/<class>/*.png`` and ``out/demo.json``; deterministic."""
     profiles = hospital_profiles(num_hospitals, seed)
+    if max_images is not None:
+        profiles = [
+            replace(p, num_images=min(p.num_images, max_images)) for p in profiles
+        ]
     for index, profile in enumerate(profiles):
         rng = np.random.default_rng([seed, index])
         n_pos = round(profile.num_images * profile.prevalence)

@@ -43,11 +43,11 @@ def decode_image(path: Path, in_channels: int, image_size: int) -> torch.Tensor:
         with Image.open(path) as img:
             converted = img.convert("L" if in_channels == 1 else "RGB")
         resized = converted.resize((image_size, image_size), Image.Resampling.BILINEAR)
-        array = np.asarray(resized, dtype=np.uint8)
+        array = np.array(resized, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise DataError(f"does not decode: {exc}") from None
     array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
-    return torch.from_numpy(np.ascontiguousarray(array))
+    return torch.from_numpy(array.copy())
 
 
 def load_folder(
