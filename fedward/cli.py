@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from fedward.common.config import FedwardConfig
+from fedward.common.config import FedwardConfig, read_toml
 from fedward.common.errors import ConfigError, FedwardError
 
 app = typer.Typer(
@@ -65,10 +65,10 @@ def build_config(
     scenario: Path | None, options: dict[str, Any], settings: list[str]
 ) -> FedwardConfig:
     """Defaults, then the scenario, then flags and ``--set``; all checked at once."""
-    overrides = {k: v for k, v in options.items() if v is not None}
-    overrides.update(_parse_set(settings))
-    base = FedwardConfig.from_toml(scenario) if scenario else FedwardConfig()
-    return FedwardConfig.from_mapping(overrides, base=base)
+    values = read_toml(scenario) if scenario else {}
+    values.update({k: v for k, v in options.items() if v is not None})
+    values.update(_parse_set(settings))
+    return FedwardConfig.from_mapping(values)
 
 
 @app.command()

@@ -114,13 +114,7 @@ class FedwardConfig:
         cls, path: Path, *, base: FedwardConfig | None = None
     ) -> FedwardConfig:
         """Read a scenario TOML file (flat kebab-case keys, sections flattened)."""
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config: file not found: {path}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config: {path} is not valid TOML: {exc}") from None
-        return cls.from_mapping(_flatten(raw), base=base)
+        return cls.from_mapping(read_toml(path), base=base)
 
     # -- views ----------------------------------------------------------------------
     def to_run_config(self) -> dict[str, ConfigValue]:
@@ -158,6 +152,23 @@ class FedwardConfig:
             logger.warning("learning-rate %.3g is unusually high", self.learning_rate)
         if self.batch_size > 512:
             logger.warning("batch-size %d is unusually large", self.batch_size)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The keys of a TOML file, tables flattened, not yet checked.
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing or is not valid TOML.
+    """
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config: file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config: {path} is not valid TOML: {exc}") from None
+    return _flatten(raw)
 
 
 def _flatten(raw: Mapping[str, Any]) -> dict[str, Any]:

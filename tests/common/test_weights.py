@@ -16,7 +16,9 @@ def test_round_trip_through_an_array_record() -> None:
 
     load_arrays(target, to_arrays(source))
 
-    for a, b in zip(source.state_dict().values(), target.state_dict().values(), strict=True):
+    for a, b in zip(
+        source.state_dict().values(), target.state_dict().values(), strict=True
+    ):
         assert torch.equal(a, b)
 
 
@@ -44,4 +46,6 @@ def test_load_refuses_bad_weights_and_leaves_the_model_unchanged() -> None:
     with pytest.raises(WeightsError):
         load_arrays(model, ArrayRecord(torch_state_dict=state))
 
-    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert all(
+        torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True)
+    )

@@ -1,0 +1,83 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fedward.cli import main
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fedward", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_bad_config_lists_every_problem_without_traceback(tmp_path: Path) -> None:
+    scenario = tmp_path / "bad.toml"
+    scenario.write_text('local-epochs = "two"\nlerning-rate = 0.1\n')
+
+    result = run_cli(
+        "simulate",
+        str(scenario),
+        "--set",
+        "batch-size=0",
+        "--rounds",
+        "0",
+        cwd=tmp_path,
+    )
+
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 4, result.stderr
+    assert all(line.startswith("error: config: ") for line in lines)
+    assert "Traceback" not in result.stderr
+    assert "'local-epochs' must be int" in result.stderr
+    assert "did you mean 'learning-rate'" in result.stderr
+    assert "'batch-size' = 0 is out of range" in result.stderr
+    assert "'num-server-rounds' = 0 is out of range" in result.stderr
+
+
+def test_missing_data_folder_is_one_clear_line(tmp_path: Path) -> None:
+    result = run_cli("simulate", "--data", str(tmp_path / "nope"), cwd=tmp_path)
+
+    assert result.returncode == 3
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: data folder does not exist")
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_data_demo_writes_class_folders_per_hospital(tmp_path: Path) -> None:
+    code = main(
+        [
+            "data",
+            "demo",
+            "--out",
+            str(tmp_path / "d"),
+            "--hospitals",
+            "2",
+            "--max-images",
+            "8",
+        ]
+    )
+
+    assert code == 0
+    assert sorted(p.name for p in (tmp_path / "d").iterdir() if p.is_dir()) == [
+        "hospital-1",
+        "hospital-2",
+    ]
+    assert len(list((tmp_path / "d" / "hospital-2").rglob("*.png"))) == 8
+
+
+def test_models_lists_the_registry(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models"]) == 0
+
+    assert "seed-cnn" in capsys.readouterr().out.split()
