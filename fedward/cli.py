@@ -99,6 +99,10 @@ def simulate(
         list[str] | None,
         typer.Option("--set", help="Any config key, e.g. --set batch-size=16."),
     ] = None,
+    baselines: Annotated[
+        bool,
+        typer.Option(help="Also train each hospital alone and all data pooled."),
+    ] = False,
     verbose: Annotated[bool, typer.Option(help="Also show Flower's own log.")] = False,
 ) -> None:
     """Run a multi-hospital federation on this machine (demo data by default)."""
@@ -125,10 +129,33 @@ def simulate(
         config.run_dir,
     )
     summary = runner.run(config)
-    _print_summary(summary, Path(config.run_dir))
+    _print_summary(summary)
+    if baselines:
+        from fedward.simulation import baselines as base
+
+        figures = base.run_baselines(config)
+        rows = base.compare(summary, figures)
+        base.write_baselines(Path(config.run_dir), figures, rows)
+        _print_baselines(rows, figures["budget-epochs"])
+    typer.echo(f"Run folder: {config.run_dir}")
 
 
-def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
+def _print_baselines(rows: dict[str, Any], epochs: int) -> None:
+    typer.echo(f"\nSame budget ({epochs} epochs), same held-out images:")
+    typer.echo(
+        f"  {'':26s} {'metric':8s} {'local-only':>10s} {'federated':>10s} "
+        f"{'pooled':>8s} {'gain':>7s}"
+    )
+    for name, metrics in rows.items():
+        for metric, v in metrics.items():
+            typer.echo(
+                f"  {name:26s} {metric:8s} {v['local-only']:10.3f} "
+                f"{v['federated']:10.3f} {v['pooled']:8.3f} "
+                f"{v['gain-over-local']:+7.3f}"
+            )
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
     final = summary["final"]
     rows = [
         ("global (pooled counts)", final["global"]),
@@ -143,7 +170,6 @@ def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
             f"  {name:26s} {int(m['num-examples']):5d} {m['accuracy']:9.3f} "
             f"{m['recall']:7.3f} {m['f1']:6.3f}"
         )
-    typer.echo(f"Run folder: {run_dir}")
 
 
 @data_app.command("demo")

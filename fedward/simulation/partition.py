@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from pathlib import Path
@@ -129,7 +130,13 @@ def load_pooled(
 def simulated_site(
     config: FedwardConfig, partition_id: int, num_partitions: int
 ) -> tuple[str, SiteSplits]:
-    """The name and images of simulated hospital ``partition_id``."""
+    """The name and images of simulated hospital ``partition_id``.
+
+    With the built-in demo, the demo has one hospital per partition (so that
+    ``flwr run .`` with any number of SuperNodes works).
+    """
+    if not config.data_root:
+        config = dataclasses.replace(config, num_hospitals=num_partitions)
     root = resolve_data_root(config)
     shape = {"in_channels": config.in_channels, "image_size": config.image_size}
     if config.partition == "by-folder":

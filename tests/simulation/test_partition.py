@@ -66,3 +66,16 @@ def test_pooled_folders_are_dealt_to_sites(write_folder: WriteFolder) -> None:
         sizes.append(len(s.train) + len(s.val) + len(s.test))
 
     assert sizes == [10, 10]
+
+
+def test_builtin_demo_gets_one_hospital_per_partition(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = FedwardConfig(image_size=24, num_hospitals=3)
+
+    name, splits = simulated_site(config, 1, 2)
+
+    assert name == "hospital-2"
+    assert (tmp_path / "demo-data" / "2-hospitals-seed-42" / "demo.json").is_file()
+    assert len(splits.train) > 0
