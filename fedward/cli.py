@@ -181,12 +181,15 @@ def data_demo(
         int | None,
         typer.Option(min=4, help="Cap on images per hospital (quick tries)."),
     ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="png, or dicom (with fake patient data).")
+    ] = "png",
 ) -> None:
     """Write the synthetic (not real) chest-X-ray-like demo set as class folders."""
     setup_logging()
     from fedward.simulation.demo import write_demo
 
-    profiles = write_demo(out, hospitals, seed=seed, max_images=max_images)
+    profiles = write_demo(out, hospitals, seed=seed, max_images=max_images, fmt=fmt)
     for p in profiles:
         typer.echo(
             f"{out / p.name}: {p.num_images} images, {p.prevalence:.0%} opacity, "

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+import time
 from pathlib import Path
+from typing import Any
 
 from flwr.app import (
     ArrayRecord,
@@ -16,8 +19,9 @@ from flwr.app import (
 )
 from flwr.clientapp import ClientApp
 
-from fedward.client.site import Site, load_site_data
-from fedward.common.config import FedwardConfig
+from fedward.client.site import Site
+from fedward.common.config import FedwardConfig, SiteConfig
+from fedward.common.data.sources import load_site, site_for_folder
 from fedward.common.keys import MetricKey, RecordKey
 from fedward.common.weights import get_record, load_arrays, to_arrays
 from fedward.simulation.partition import simulated_site
@@ -25,26 +29,37 @@ from fedward.simulation.partition import simulated_site
 
 @functools.lru_cache(maxsize=16)
 def _cached_site(
-    config: FedwardConfig, data_path: str, site_name: str, partition: tuple[int, int]
+    config: FedwardConfig, site: SiteConfig | None, partition: tuple[int, int]
 ) -> Site:
     """Decode a site's images once per process; later rounds reuse them."""
-    if data_path:
-        name = site_name or Path(data_path).name
-        return Site(name, load_site_data(config, Path(data_path)), config)
+    if site is not None:
+        return Site(site.name, load_site(site, config), config)
     name, splits = simulated_site(config, *partition)
     return Site(name, splits, config)
+
+
+def site_config(node_config: dict[str, Any]) -> SiteConfig | None:
+    """The hospital's own settings from its node config, or None when simulated.
+
+    ``site-config`` names the hospital's ``site.toml``; ``data-path`` (with an
+    optional ``site-name``) names a data folder directly.
+    """
+    if path := str(node_config.get("site-config", "")):
+        return SiteConfig.from_site_file(Path(path))
+    if data_path := str(node_config.get("data-path", "")):
+        return site_for_folder(Path(data_path), str(node_config.get("site-name", "")))
+    return None
 
 
 def site_for(context: Context, config: FedwardConfig) -> Site:
     """The site this node serves.
 
-    A deployed hospital names its own ``data-path`` (and ``site-name``) in its node
-    config; a simulated one is picked by ``partition-id`` from the run's data.
+    A deployed hospital names its own data in its node config; a simulated one
+    is picked by ``partition-id`` from the run's data.
     """
     node = context.node_config
-    data_path = str(node.get("data-path", ""))
     partition = (int(node.get("partition-id", 0)), int(node.get("num-partitions", 1)))
-    return _cached_site(config, data_path, str(node.get("site-name", "")), partition)
+    return _cached_site(config, site_config(dict(node)), partition)
 
 
 def _site_record(site: Site) -> ConfigRecord:
@@ -53,6 +68,26 @@ def _site_record(site: Site) -> ConfigRecord:
 
 def _nan_if_none(value: float | None) -> float:
     return math.nan if value is None else value
+
+
+def audited(reply: Message, context: Context) -> Message:
+    """Record an outbound message exactly as it leaves the site, if asked to.
+
+    With ``audit-dir`` in the node config (or ``FEDWARD_AUDIT_DIR`` set), each
+    reply is written there as serialized Flower protobuf bytes, so a hospital
+    (or a test) can inspect every byte it sent.
+    """
+    folder = str(context.node_config.get("audit-dir", "")) or os.environ.get(
+        "FEDWARD_AUDIT_DIR", ""
+    )
+    if folder:
+        from flwr.common.serde import message_to_proto
+
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        name = f"{time.time_ns()}-{os.getpid()}-{reply.metadata.message_type}.bin"
+        (out / name).write_bytes(message_to_proto(reply).SerializeToString())
+    return reply
 
 
 def make_client_app(config: FedwardConfig | None = None) -> ClientApp:
@@ -88,7 +123,7 @@ def make_client_app(config: FedwardConfig | None = None) -> ClientApp:
                 RecordKey.SITE: _site_record(site),
             }
         )
-        return Message(content=content, reply_to=msg)
+        return audited(Message(content=content, reply_to=msg), context)
 
     @app.evaluate()
     def evaluate_handler(msg: Message, context: Context) -> Message:
@@ -107,7 +142,7 @@ def make_client_app(config: FedwardConfig | None = None) -> ClientApp:
         content = RecordDict(
             {RecordKey.METRICS: metrics, RecordKey.SITE: _site_record(site)}
         )
-        return Message(content=content, reply_to=msg)
+        return audited(Message(content=content, reply_to=msg), context)
 
     return app
 

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 from torch import nn
 from torch.utils.data import DataLoader
 
 from fedward.common.config import FedwardConfig
 from fedward.common.data.datasets import DecodedImages, Item, SiteSplits, make_loader
-from fedward.common.data.folders import load_class_folders
 from fedward.common.data.transforms import RandomAugment, ScaleToUnit
 from fedward.common.models import get_model
 from fedward.common.training import (
@@ -27,19 +25,6 @@ from fedward.common.training import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-def load_site_data(config: FedwardConfig, data_path: Path) -> SiteSplits:
-    """A hospital's images from its own data folder (class-folder layout)."""
-    return load_class_folders(
-        data_path,
-        config.classes,
-        in_channels=config.in_channels,
-        image_size=config.image_size,
-        val_fraction=config.val_fraction,
-        test_fraction=config.test_fraction,
-        seed=config.seed,
-    )
 
 
 @dataclass

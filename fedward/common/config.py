@@ -15,7 +15,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 from fedward.common.errors import ConfigError
 
@@ -32,8 +32,74 @@ def _choices(*values: str) -> dict[str, Any]:
     return {"choices": values}
 
 
+T = TypeVar("T", bound="CheckedConfig")
+
+
+class CheckedConfig:
+    """Construction shared by config dataclasses: kebab-case keys, all checks at once.
+
+    Subclasses are frozen dataclasses; field metadata ``range`` and ``choices``
+    bound values, and :meth:`_cross_problems` checks fields against each other.
+    """
+
+    @classmethod
+    def from_mapping(
+        cls: type[T], values: Mapping[str, Any], *, base: T | None = None
+    ) -> T:
+        """Build from kebab-case keys over ``base`` (or the defaults).
+
+        Raises
+        ------
+        ConfigError
+            Listing every unknown key, wrong type and out-of-range value at once.
+        """
+        base = base or cls()
+        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+        by_key = {f.name.replace("_", "-"): f for f in fields}
+        problems: list[str] = []
+        updates: dict[str, Any] = {}
+        for key, value in values.items():
+            fld = by_key.get(key)
+            if fld is None:
+                hint = difflib.get_close_matches(key, list(by_key), n=1)
+                extra = f" (did you mean '{hint[0]}'?)" if hint else ""
+                problems.append(f"unknown key '{key}'{extra}")
+                continue
+            checked, problem = _check_value(key, fld, value)
+            if problem:
+                problems.append(problem)
+            else:
+                updates[fld.name] = checked
+        config = dataclasses.replace(base, **updates)  # type: ignore[type-var]
+        problems.extend(config._cross_problems())
+        if problems:
+            raise ConfigError([f"{cls._scope}: {p}" for p in problems])
+        config._warn_if_odd()
+        return config
+
+    @classmethod
+    def from_toml(cls: type[T], path: Path, *, base: T | None = None) -> T:
+        """Read a TOML file (flat kebab-case keys, tables flattened)."""
+        return cls.from_mapping(read_toml(path), base=base)
+
+    def to_mapping(self) -> dict[str, ConfigValue]:
+        """Kebab-case mapping, as TOML files, run configs and run folders hold it."""
+        return {
+            f.name.replace("_", "-"): getattr(self, f.name)
+            for f in dataclasses.fields(self)  # type: ignore[arg-type]
+        }
+
+    _scope: ClassVar[str] = "config"
+
+    def _cross_problems(self) -> list[str]:
+        return []
+
+    def _warn_if_odd(self) -> None:
+        return None
+
+
 @dataclass(frozen=True)
-class FedwardConfig:
+class FedwardConfig(CheckedConfig):
     """Settings of one federation run, with the defaults in one place."""
 
     model: str = "seed-cnn"
@@ -69,60 +135,14 @@ class FedwardConfig:
     server_test_data: str = ""
     run_dir: str = "runs/flwr-run"
 
-    # -- construction -------------------------------------------------------------
-    @classmethod
-    def from_mapping(
-        cls, values: Mapping[str, Any], *, base: FedwardConfig | None = None
-    ) -> FedwardConfig:
-        """Build a config from kebab-case keys over ``base`` (or the defaults).
-
-        Raises
-        ------
-        ConfigError
-            Listing every unknown key, wrong type and out-of-range value at once.
-        """
-        base = base or cls()
-        by_key = {f.name.replace("_", "-"): f for f in dataclasses.fields(cls)}
-        problems: list[str] = []
-        updates: dict[str, Any] = {}
-        for key, value in values.items():
-            fld = by_key.get(key)
-            if fld is None:
-                hint = difflib.get_close_matches(key, list(by_key), n=1)
-                extra = f" (did you mean '{hint[0]}'?)" if hint else ""
-                problems.append(f"unknown key '{key}'{extra}")
-                continue
-            checked, problem = _check_value(key, fld, value)
-            if problem:
-                problems.append(problem)
-            else:
-                updates[fld.name] = checked
-        config = dataclasses.replace(base, **updates)
-        problems.extend(config._cross_problems())
-        if problems:
-            raise ConfigError([f"config: {p}" for p in problems])
-        config._warn_if_odd()
-        return config
-
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> FedwardConfig:
         """Build a config from a Flower run config (``context.run_config``)."""
         return cls.from_mapping(run_config)
 
-    @classmethod
-    def from_toml(
-        cls, path: Path, *, base: FedwardConfig | None = None
-    ) -> FedwardConfig:
-        """Read a scenario TOML file (flat kebab-case keys, sections flattened)."""
-        return cls.from_mapping(read_toml(path), base=base)
-
-    # -- views ----------------------------------------------------------------------
     def to_run_config(self) -> dict[str, ConfigValue]:
         """Kebab-case mapping, as Flower run configs and run folders store it."""
-        return {
-            f.name.replace("_", "-"): getattr(self, f.name)
-            for f in dataclasses.fields(self)
-        }
+        return self.to_mapping()
 
     @property
     def classes(self) -> list[str]:
@@ -152,6 +172,87 @@ class FedwardConfig:
             logger.warning("learning-rate %.3g is unusually high", self.learning_rate)
         if self.batch_size > 512:
             logger.warning("batch-size %d is unusually large", self.batch_size)
+
+
+SOURCES = ("folders", "dicom", "dicomweb", "npz")
+LABEL_KEYS = (
+    "auto",
+    "sop-instance-uid",
+    "series-instance-uid",
+    "study-instance-uid",
+    "path",
+)
+_SITE_PATHS = ("data_path", "labels_csv", "cache_dir", "dicomweb_password_file")
+
+
+@dataclass(frozen=True)
+class SiteConfig(CheckedConfig):
+    """What one hospital decides for itself; none of it comes from the server.
+
+    Read from the hospital's own ``site.toml`` (or, for simulated hospitals,
+    derived from their folder). Relative paths are relative to that file.
+    """
+
+    _scope: ClassVar[str] = "site config"
+
+    site_name: str = ""
+    source: str = field(default="folders", metadata=_choices(*SOURCES))
+    data_path: str = ""
+    labels_csv: str = ""
+    label_key: str = field(default="auto", metadata=_choices(*LABEL_KEYS))
+    select: str = ""  # DICOM header filters: "Modality=CR|DX; ViewPosition=PA"
+    frame: int = field(default=-1, metadata=_range(-1, None))
+    window_center: float = 0.0
+    window_width: float = field(default=0.0, metadata=_range(0.0, None))
+    cache_dir: str = ""  # empty: <data-path>/.fedward
+    max_unusable_fraction: float = field(default=0.5, metadata=_range(0.0, 1.0))
+    dicomweb_url: str = ""
+    dicomweb_query: str = ""  # QIDO-RS filters: "Modality=CR&BodyPartExamined=CHEST"
+    dicomweb_user: str = ""
+    dicomweb_password_file: str = ""
+    dicomweb_retries: int = field(default=3, metadata=_range(0, 20))
+    dicomweb_timeout: float = field(default=30.0, metadata=_range(0.1, 3600.0))
+
+    @classmethod
+    def from_site_file(cls, path: Path) -> SiteConfig:
+        """Read ``site.toml``; relative paths are taken from its folder."""
+        config = cls.from_toml(path)
+        updates: dict[str, Any] = {
+            name: str((path.parent / getattr(config, name)).resolve())
+            for name in _SITE_PATHS
+            if getattr(config, name) and not Path(getattr(config, name)).is_absolute()
+        }
+        return dataclasses.replace(config, **updates)
+
+    @property
+    def name(self) -> str:
+        """The site's name: configured, else its data folder's name."""
+        return self.site_name or Path(self.data_path).name or "site"
+
+    @property
+    def state_dir(self) -> Path | None:
+        """Where caches and the quarantine report go (``None``: nowhere)."""
+        if self.cache_dir:
+            return Path(self.cache_dir)
+        if self.source == "dicomweb":
+            return Path(".fedward") / self.name
+        data = Path(self.data_path)
+        return data / ".fedward" if self.data_path and data.is_dir() else None
+
+    def _cross_problems(self) -> list[str]:
+        problems = []
+        if self.source == "dicomweb":
+            if not self.dicomweb_url:
+                problems.append("source 'dicomweb' needs 'dicomweb-url'")
+            if not self.labels_csv:
+                problems.append("source 'dicomweb' needs 'labels-csv'")
+        elif not self.data_path:
+            problems.append(f"source '{self.source}' needs 'data-path'")
+        if self.source == "npz" and not self.data_path.endswith(".npz"):
+            problems.append("source 'npz' needs a 'data-path' ending in .npz")
+        if self.dicomweb_user and not self.dicomweb_password_file:
+            problems.append("'dicomweb-user' needs 'dicomweb-password-file'")
+        return problems
 
 
 def read_toml(path: Path) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import torch
 
 from fedward.common.config import FedwardConfig
 from fedward.common.data.datasets import make_loader
+from fedward.common.data.decode import Preprocess
 from fedward.common.data.folders import load_folder
 from fedward.common.data.transforms import ScaleToUnit
 from fedward.common.errors import DataError
@@ -90,8 +91,7 @@ def make_central_evaluator(
     data = load_folder(
         Path(config.server_test_data),
         config.classes,
-        config.in_channels,
-        config.image_size,
+        Preprocess(config.in_channels, config.image_size),
     )
     if not len(data):
         raise DataError(

@@ -19,6 +19,7 @@ from fedward.common.errors import DataError
 
 CLASSES = ("normal", "opacity")
 DEMO_FILE = "demo.json"
+FORMATS = ("png", "dicom")
 
 
 @dataclass(frozen=True)
@@ -121,9 +122,20 @@ def render_image(
 
 
 def write_demo(
-    out: Path, num_hospitals: int = 3, seed: int = 0, max_images: int | None = None
+    out: Path,
+    num_hospitals: int = 3,
+    seed: int = 0,
+    max_images: int | None = None,
+    fmt: str = "png",
 ) -> list[ScannerProfile]:
-    """Write ``out/<hospital>/<class>/*.png`` and ``out/demo.json``; deterministic."""
+    """Write ``out/<hospital>/<class>/*`` and ``out/demo.json``; deterministic.
+
+    ``fmt`` is ``png`` or ``dicom``; DICOM files carry fake patient names, IDs,
+    birth dates, accession numbers and institutions (see :mod:`demo_dicom`), and
+    each hospital also gets a ``labels.csv`` keyed by SOP instance UID.
+    """
+    if fmt not in FORMATS:
+        raise DataError(f"demo format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     profiles = hospital_profiles(num_hospitals, seed)
     if max_images is not None:
         profiles = [
@@ -136,12 +148,23 @@ def write_demo(
         rng.shuffle(labels)
         for cls in CLASSES:
             (out / profile.name / cls).mkdir(parents=True, exist_ok=True)
+        rows = []
         for i, label in enumerate(labels):
             pixels = render_image(rng, profile, bool(label))
-            path = out / profile.name / CLASSES[label] / f"img-{i:04d}.png"
-            Image.fromarray(pixels, mode="L").save(path)
+            path = out / profile.name / CLASSES[label] / f"img-{i:04d}"
+            if fmt == "png":
+                Image.fromarray(pixels, mode="L").save(path.with_suffix(".png"))
+            else:
+                from fedward.simulation.demo_dicom import write_dicom
+
+                uid = write_dicom(path.with_suffix(".dcm"), pixels, index, i, seed)
+                rows.append(f"{uid},{CLASSES[label]}\n")
+        if rows:
+            labels_csv = out / profile.name / "labels.csv"
+            labels_csv.write_text("sop_instance_uid,label\n" + "".join(rows))
     meta = {
         "synthetic": True,
+        "format": fmt,
         "seed": seed,
         "classes": list(CLASSES),
         "hospitals": [asdict(p) for p in profiles],

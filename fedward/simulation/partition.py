@@ -12,10 +12,11 @@ import torch
 
 from fedward.common.config import FedwardConfig
 from fedward.common.data.datasets import DecodedImages, SiteSplits, stratified_split
-from fedward.common.data.folders import (
-    find_class_names,
-    load_class_folders,
-    load_folder,
+from fedward.common.data.decode import Preprocess
+from fedward.common.data.folders import find_class_names, load_folder
+from fedward.common.data.sources import (
+    load_site,
+    site_for_folder,
 )
 from fedward.common.errors import ConfigError, DataError
 from fedward.simulation.demo import demo_root, ensure_demo
@@ -106,19 +107,18 @@ def data_class_names(root: Path) -> list[str]:
 
 
 @functools.lru_cache(maxsize=2)
-def load_pooled(
-    root: Path, classes: tuple[str, ...], in_channels: int, image_size: int
-) -> DecodedImages:
+def load_pooled(root: Path, config: FedwardConfig) -> DecodedImages:
     """Every image under ``root``: class folders directly, or one folder per hospital.
 
     Cached per process so each simulated hospital does not decode the pool again.
     """
     if not is_per_hospital(root):
-        return load_folder(root, classes, in_channels, image_size)
-    parts = [
-        load_folder(folder, classes, in_channels, image_size)
-        for folder in hospital_folders(root)
-    ]
+        pre = Preprocess(config.in_channels, config.image_size)
+        return load_folder(root, config.classes, pre)
+    parts = []
+    for folder in hospital_folders(root):
+        splits = load_site(site_for_folder(folder), config)
+        parts.extend([splits.train, splits.val, splits.test])
     return DecodedImages(
         torch.cat([p.images for p in parts]),
         torch.cat([p.labels for p in parts]),
@@ -138,7 +138,6 @@ def simulated_site(
     if not config.data_root:
         config = dataclasses.replace(config, num_hospitals=num_partitions)
     root = resolve_data_root(config)
-    shape = {"in_channels": config.in_channels, "image_size": config.image_size}
     if config.partition == "by-folder":
         folders = hospital_folders(root)
         if len(folders) != num_partitions:
@@ -146,19 +145,9 @@ def simulated_site(
                 f"config: {root} has {len(folders)} hospital folders but the "
                 f"simulation runs {num_partitions} hospitals"
             )
-        folder = folders[partition_id]
-        splits = load_class_folders(
-            folder,
-            config.classes,
-            val_fraction=config.val_fraction,
-            test_fraction=config.test_fraction,
-            seed=config.seed,
-            **shape,
-        )
-        return folder.name, splits
-    pooled = load_pooled(
-        root, tuple(config.classes), config.in_channels, config.image_size
-    )
+        site = site_for_folder(folders[partition_id])
+        return site.name, load_site(site, config)
+    pooled = load_pooled(root, config)
     labels = pooled.labels.numpy()
     if config.partition == "iid":
         parts = iid_partition(labels, num_partitions, config.seed)

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from fedward.common.data.decode import DecodeCache, NotSelected, Preprocess, decode
+from fedward.common.errors import DataError
+
+logger = logging.getLogger(__name__)
 
 Item = dict[str, Any]
 Transform = Callable[[torch.Tensor], torch.Tensor]
@@ -22,6 +29,7 @@ class DecodedImages:
     labels: torch.Tensor
     paths: list[str]
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    excluded: int = 0  # DICOM files the site's header filters leave out
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -47,6 +55,50 @@ class DecodedImages:
         return [int(c) for c in counts]
 
 
+def collect(
+    labelled: Sequence[tuple[Path, int]],
+    root: Path,
+    pre: Preprocess,
+    cache: DecodeCache | None = None,
+) -> DecodedImages:
+    """Decode ``(path, label)`` pairs; record each unusable file with its reason.
+
+    Paths in warnings and in ``skipped`` are relative to ``root``.
+    """
+    images: list[torch.Tensor] = []
+    labels: list[int] = []
+    paths: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    excluded = 0
+    for path, label in labelled:
+        shown = str(path.relative_to(root)) if path.is_relative_to(root) else path.name
+        try:
+            images.append(decode(path, pre, cache))
+        except NotSelected:
+            excluded += 1
+            continue
+        except DataError as exc:
+            # the log gets the reason's kind only: a decoder's detail may quote a
+            # header value; the site-local quarantine report keeps all of it
+            logger.warning(
+                "skipped %s: %s", shown, ": ".join(exc.problems[0].split(": ")[:2])
+            )
+            skipped.append((shown, exc.problems[0]))
+            continue
+        labels.append(label)
+        paths.append(str(path))
+    if skipped:
+        logger.warning("%s: skipped %d unusable file(s)", root, len(skipped))
+    if not images:
+        empty = DecodedImages.empty(pre.in_channels, pre.image_size)
+        empty.skipped, empty.excluded = skipped, excluded
+        return empty
+    stacked = torch.stack(images)
+    return DecodedImages(
+        stacked, torch.tensor(labels, dtype=torch.int64), paths, skipped, excluded
+    )
+
+
 @dataclass
 class SiteSplits:
     """A site's train, validation and test images."""
@@ -54,6 +106,14 @@ class SiteSplits:
     train: DecodedImages
     val: DecodedImages
     test: DecodedImages
+
+    def skipped(self) -> list[tuple[str, str]]:
+        """Unusable files of every split, with their reasons."""
+        return [s for part in (self.train, self.val, self.test) for s in part.skipped]
+
+    def total(self) -> int:
+        """Usable images in all splits."""
+        return len(self.train) + len(self.val) + len(self.test)
 
     def get(self, split: str) -> DecodedImages:
         """The split named ``train``, ``val`` or ``test``."""

@@ -1,0 +1,136 @@
+"""Data sources by name: each turns a hospital's :class:`SiteConfig` into splits.
+
+Every source yields the same item shape (uint8 images, integer labels, site-local
+paths). Adding a source is one module with one ``@register_source`` function.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from fedward.common.config import FedwardConfig, SiteConfig
+from fedward.common.data.datasets import SiteSplits
+from fedward.common.data.decode import DecodeCache, Preprocess
+from fedward.common.data.dicom import DicomOptions, parse_select
+from fedward.common.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+QUARANTINE_FILE = "quarantine.csv"
+SITE_FILE = "site.toml"
+LABELS_FILE = "labels.csv"
+
+SourceLoader = Callable[
+    [SiteConfig, FedwardConfig, Preprocess, DecodeCache | None], SiteSplits
+]
+_SOURCES: dict[str, SourceLoader] = {}
+
+
+def register_source(name: str) -> Callable[[SourceLoader], SourceLoader]:
+    """Register ``loader(site, run, pre, cache) -> SiteSplits`` under ``name``."""
+
+    def decorator(loader: SourceLoader) -> SourceLoader:
+        if name in _SOURCES:
+            raise ValueError(f"source '{name}' is registered twice")
+        _SOURCES[name] = loader
+        return loader
+
+    return decorator
+
+
+def preprocess_for(site: SiteConfig, run: FedwardConfig) -> Preprocess:
+    """The model's input shape from the run, DICOM handling from the site."""
+    return Preprocess(
+        in_channels=run.in_channels,
+        image_size=run.image_size,
+        dicom=DicomOptions(
+            frame=site.frame,
+            window_center=site.window_center,
+            window_width=site.window_width,
+            select=parse_select(site.select),
+        ),
+    )
+
+
+def load_site(site: SiteConfig, run: FedwardConfig) -> SiteSplits:
+    """A hospital's splits from its configured source.
+
+    Unusable files are written to ``quarantine.csv`` in the site's state folder
+    (path relative to the data, reason).
+
+    Raises
+    ------
+    DataError
+        If the source fails, or more than ``max-unusable-fraction`` of the files
+        are unusable.
+    """
+    loader = _SOURCES.get(site.source)
+    if loader is None:
+        raise DataError(
+            f"unknown data source '{site.source}'; one of {sorted(_SOURCES)}"
+        )
+    state = site.state_dir
+    cache = DecodeCache(state / "cache") if state is not None else None
+    splits = loader(site, run, preprocess_for(site, run), cache)
+    skipped = splits.skipped()
+    if state is not None:
+        write_quarantine(state / QUARANTINE_FILE, skipped)
+    total = splits.total() + len(skipped)
+    if total and len(skipped) / total > site.max_unusable_fraction:
+        raise DataError(
+            f"{site.name}: {len(skipped)} of {total} files are unusable, more than "
+            f"max-unusable-fraction {site.max_unusable_fraction:g}; see "
+            f"{state / QUARANTINE_FILE if state else 'the log'}"
+        )
+    if cache is not None:
+        logger.info(
+            "%s: %d images (%d decoded, %d from cache)",
+            site.name,
+            splits.total(),
+            cache.misses,
+            cache.hits,
+        )
+    return splits
+
+
+def write_quarantine(path: Path, skipped: list[tuple[str, str]]) -> None:
+    """The quarantine report: one row per unusable file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "reason"])
+        writer.writerows(skipped)
+
+
+def site_for_folder(folder: Path, name: str = "") -> SiteConfig:
+    """A hospital folder's site config: its ``site.toml``, else guessed.
+
+    A folder with ``labels.csv`` is DICOM labelled by that file; any other is read
+    as class folders (of pictures or DICOM files).
+    """
+    if (folder / SITE_FILE).is_file():
+        site = SiteConfig.from_site_file(folder / SITE_FILE)
+    elif (folder / LABELS_FILE).is_file():
+        site = SiteConfig(
+            source="dicom", data_path=str(folder), labels_csv=str(folder / LABELS_FILE)
+        )
+    else:
+        site = SiteConfig(source="folders", data_path=str(folder))
+    if name or not site.site_name:
+        site = dataclasses.replace(site, site_name=name or folder.name)
+    return site
+
+
+def list_sources() -> list[str]:
+    """Registered source names."""
+    return sorted(_SOURCES)
+
+
+# Importing the modules registers their sources.
+from fedward.common.data import dicomweb, folders, labeled_dicom, npz  # noqa: E402
+
+__all__ = ["dicomweb", "folders", "labeled_dicom", "list_sources", "load_site", "npz"]
