@@ -29,9 +29,10 @@ import psutil
 import torch
 from torch import nn
 
-from fedward.client.site import Site, load_site_data
-from fedward.common.config import FedwardConfig
+from fedward.client.site import Site
+from fedward.common.config import FedwardConfig, SiteConfig
 from fedward.common.data.datasets import DecodedImages
+from fedward.common.data.sources import load_site
 from fedward.common.training import seed_everything, train
 from fedward.simulation.demo import write_demo
 
@@ -146,7 +147,7 @@ def plain_federation(data_root: str, rounds: int, epochs: int) -> None:
     """The same training as the simulation, with FedAvg by hand, one process."""
     config = FedwardConfig(data_root=data_root)
     sites = [
-        Site(p.name, load_site_data(config, p), config)
+        Site(p.name, load_site(SiteConfig(data_path=str(p)), config), config)
         for p in sorted(Path(data_root).iterdir())
         if p.is_dir()
     ]
@@ -191,7 +192,8 @@ def main() -> None:
     write_demo(data, 3, seed=FedwardConfig().seed)
 
     config = FedwardConfig(augment=False)
-    site = Site("hospital-1", load_site_data(config, data / "hospital-1"), config)
+    hospital_1 = SiteConfig(data_path=str(data / "hospital-1"))
+    site = Site("hospital-1", load_site(hospital_1, config), config)
     rates = bench_throughput(config, site, epochs=2)
 
     sim_wall, sim_rss = timed_subprocess(

@@ -9,9 +9,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fedward.common.config import FedwardConfig
+from fedward.common.config import FedwardConfig, SiteConfig
+from fedward.common.data.datasets import SiteSplits
+from fedward.common.data.sources import load_site
 
 WriteFolder = Callable[..., Path]
+
+
+def site_data(root: Path, config: FedwardConfig) -> SiteSplits:
+    """A class-folder site's splits, as a hospital loads them."""
+    return load_site(SiteConfig(data_path=str(root)), config)
 
 
 def write_image(path: Path, label: int, rng: np.random.Generator, mode: str) -> None:

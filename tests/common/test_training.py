@@ -3,16 +3,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedward.client.site import Site, load_site_data
+from fedward.client.site import Site
 from fedward.common.config import FedwardConfig
 from fedward.common.data.datasets import make_loader
 from fedward.common.data.transforms import ScaleToUnit
 from fedward.common.training import seed_everything
-from tests.conftest import WriteFolder
+from tests.conftest import WriteFolder, site_data
 
 
 def weights_after_one_round(root: Path, config: FedwardConfig) -> list[torch.Tensor]:
-    site = Site("s", load_site_data(config, root), config)
+    site = Site("s", site_data(root, config), config)
     seed_everything(0)  # same global weights in, as the server sends them
     model = site.new_model()
     site.fit(model, server_round=1)
@@ -40,7 +40,7 @@ def test_training_learns_an_easy_task(write_folder: WriteFolder) -> None:
         val_fraction=0.2,
         test_fraction=0.2,
     )
-    site = Site("s", load_site_data(config, write_folder(per_class=15)), config)
+    site = Site("s", site_data(write_folder(per_class=15), config), config)
     model = site.new_model()
 
     before = site.evaluate(model, "train")
@@ -56,7 +56,7 @@ def test_training_learns_an_easy_task(write_folder: WriteFolder) -> None:
 def test_evaluate_counts_every_image_once(
     write_folder: WriteFolder, small_config: FedwardConfig
 ) -> None:
-    site = Site("s", load_site_data(small_config, write_folder()), small_config)
+    site = Site("s", site_data(write_folder(), small_config), small_config)
     test = site.data.test
 
     result = site.evaluate(site.new_model(), "test")
@@ -70,7 +70,7 @@ def test_evaluate_counts_every_image_once(
 def test_loader_yields_items_of_the_common_shape(
     write_folder: WriteFolder, small_config: FedwardConfig
 ) -> None:
-    data = load_site_data(small_config, write_folder()).train
+    data = site_data(write_folder(), small_config).train
     loader = make_loader(data, ScaleToUnit(), batch_size=3, shuffle=False, seed=0)
 
     batch = next(iter(loader))

@@ -26,7 +26,7 @@ from fedward.common.data.datasets import SiteSplits, collect
 from fedward.common.data.decode import DecodeCache, Preprocess
 from fedward.common.data.folders import split_site
 from fedward.common.data.labeled_dicom import read_labels
-from fedward.common.data.sources import register_source
+from fedward.common.data.registry import register_source
 from fedward.common.errors import DataError
 
 logger = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from fedward.common.data.datasets import (
     stratified_split,
 )
 from fedward.common.data.decode import DecodeCache, Preprocess
-from fedward.common.data.sources import register_source
+from fedward.common.data.registry import register_source
 from fedward.common.errors import DataError
 
 logger = logging.getLogger(__name__)

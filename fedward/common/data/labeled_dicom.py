@@ -24,7 +24,7 @@ from fedward.common.data.datasets import SiteSplits, collect
 from fedward.common.data.decode import DecodeCache, Preprocess
 from fedward.common.data.dicom import is_dicom, read_dataset
 from fedward.common.data.folders import folders_source, list_files, split_site
-from fedward.common.data.sources import register_source
+from fedward.common.data.registry import register_source
 from fedward.common.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -100,8 +100,16 @@ def label_files(
         if not is_dicom(path):
             foreign.append((relative, "not DICOM"))
             continue
-        value = relative if field == "path" else str(read_dataset(path).get(field, ""))
-        if value in labels:
+        try:
+            value = (
+                relative if field == "path" else str(read_dataset(path).get(field, ""))
+            )
+        except DataError as exc:
+            foreign.append((relative, exc.problems[0]))
+            continue
+        if not value:
+            foreign.append((relative, f"header has no {field} (truncated?)"))
+        elif value in labels:
             labelled.append((path, labels[value]))
         else:
             unlabelled += 1

@@ -17,7 +17,7 @@ from fedward.common.config import FedwardConfig, SiteConfig
 from fedward.common.data.datasets import DecodedImages, SiteSplits
 from fedward.common.data.decode import DecodeCache, Preprocess, fit_picture
 from fedward.common.data.folders import split_site
-from fedward.common.data.sources import register_source
+from fedward.common.data.registry import register_source
 from fedward.common.errors import DataError
 
 SPLIT_PREFIXES = {"train": "train", "val": "val", "test": "test"}

@@ -1,7 +1,7 @@
-"""Data sources by name: each turns a hospital's :class:`SiteConfig` into splits.
+"""A hospital's data through its configured source, with quarantine and cache.
 
-Every source yields the same item shape (uint8 images, integer labels, site-local
-paths). Adding a source is one module with one ``@register_source`` function.
+Sources are registered in :mod:`fedward.common.data.registry`; every one yields
+the same item shape.
 """
 
 from __future__ import annotations
@@ -9,13 +9,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
 from fedward.common.config import FedwardConfig, SiteConfig
 from fedward.common.data.datasets import SiteSplits
 from fedward.common.data.decode import DecodeCache, Preprocess
 from fedward.common.data.dicom import DicomOptions, parse_select
+from fedward.common.data.registry import get_source
 from fedward.common.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -23,23 +23,6 @@ logger = logging.getLogger(__name__)
 QUARANTINE_FILE = "quarantine.csv"
 SITE_FILE = "site.toml"
 LABELS_FILE = "labels.csv"
-
-SourceLoader = Callable[
-    [SiteConfig, FedwardConfig, Preprocess, DecodeCache | None], SiteSplits
-]
-_SOURCES: dict[str, SourceLoader] = {}
-
-
-def register_source(name: str) -> Callable[[SourceLoader], SourceLoader]:
-    """Register ``loader(site, run, pre, cache) -> SiteSplits`` under ``name``."""
-
-    def decorator(loader: SourceLoader) -> SourceLoader:
-        if name in _SOURCES:
-            raise ValueError(f"source '{name}' is registered twice")
-        _SOURCES[name] = loader
-        return loader
-
-    return decorator
 
 
 def preprocess_for(site: SiteConfig, run: FedwardConfig) -> Preprocess:
@@ -68,11 +51,7 @@ def load_site(site: SiteConfig, run: FedwardConfig) -> SiteSplits:
         If the source fails, or more than ``max-unusable-fraction`` of the files
         are unusable.
     """
-    loader = _SOURCES.get(site.source)
-    if loader is None:
-        raise DataError(
-            f"unknown data source '{site.source}'; one of {sorted(_SOURCES)}"
-        )
+    loader = get_source(site.source)
     state = site.state_dir
     cache = DecodeCache(state / "cache") if state is not None else None
     splits = loader(site, run, preprocess_for(site, run), cache)
@@ -123,14 +102,3 @@ def site_for_folder(folder: Path, name: str = "") -> SiteConfig:
     if name or not site.site_name:
         site = dataclasses.replace(site, site_name=name or folder.name)
     return site
-
-
-def list_sources() -> list[str]:
-    """Registered source names."""
-    return sorted(_SOURCES)
-
-
-# Importing the modules registers their sources.
-from fedward.common.data import dicomweb, folders, labeled_dicom, npz  # noqa: E402
-
-__all__ = ["dicomweb", "folders", "labeled_dicom", "list_sources", "load_site", "npz"]

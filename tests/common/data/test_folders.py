@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from fedward.common.data.decode import Preprocess
 from fedward.common.data.folders import load_class_folders, load_folder
 from fedward.common.data.transforms import RandomAugment, ScaleToUnit
 from fedward.common.errors import DataError
@@ -15,8 +16,7 @@ def load(root: Path, channels: int = 3) -> object:
     return load_class_folders(
         root,
         CLASSES,
-        in_channels=channels,
-        image_size=24,
+        pre=Preprocess(channels, 24),
         val_fraction=0.2,
         test_fraction=0.2,
         seed=1,
@@ -30,7 +30,7 @@ def test_grayscale_and_rgb_files_load_at_the_model_shape(
 ) -> None:
     root = write_folder(mode=mode, per_class=5)
 
-    data = load_folder(root, CLASSES, channels, 24)
+    data = load_folder(root, CLASSES, Preprocess(channels, 24))
 
     assert data.images.shape == (10, channels, 24, 24)
     assert data.images.dtype == torch.uint8
@@ -67,10 +67,13 @@ def test_broken_and_foreign_files_are_skipped_and_counted(
     (root / "normal" / "broken.png").write_bytes(b"\x89PNG not really")
     (root / "opacity" / "notes.txt").write_text("not an image")
 
-    data = load_folder(root, CLASSES, 1, 24)
+    data = load_folder(root, CLASSES, Preprocess(1, 24))
 
     assert len(data) == 8
     assert sorted(Path(p).name for p, _ in data.skipped) == ["broken.png", "notes.txt"]
+    reasons = dict(data.skipped)
+    assert reasons["opacity/notes.txt"].startswith("not an image or DICOM file")
+    assert reasons["normal/broken.png"].startswith("does not decode")
     assert caplog.text.count("skipped") >= 2
 
 
@@ -97,8 +100,7 @@ def test_class_folder_without_usable_image_is_refused(
         load_class_folders(
             root,
             ["normal", "opacity", "other"],
-            in_channels=1,
-            image_size=24,
+            pre=Preprocess(1, 24),
             val_fraction=0.0,
             test_fraction=0.2,
             seed=0,
