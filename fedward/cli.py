@@ -197,6 +197,72 @@ def data_demo(
         )
 
 
+@data_app.command("check")
+def data_check(
+    sources: Annotated[
+        list[Path],
+        typer.Argument(help="Data folders, site.toml files, or a folder of hospitals."),
+    ],
+    classes: Annotated[
+        str | None, typer.Option(help="Class names, comma-separated (default: found).")
+    ] = None,
+    image_size: Annotated[int, typer.Option(min=16)] = FedwardConfig().image_size,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """What each site holds, in aggregate; with several sites, how they differ."""
+    setup_logging()
+    from fedward.common.data.sources import load_site
+    from fedward.common.site_stats import compare_sites, site_statistics
+    from fedward.simulation.partition import site_configs
+
+    sites = site_configs(sources)
+    names = classes or ",".join(_found_classes(sources))
+    run = FedwardConfig.from_mapping({"class-names": names, "image-size": image_size})
+    stats: dict[str, Any] = {}
+    for site in sites:
+        name = (
+            site.name if site.name not in stats else f"{site.data_path} ({site.name})"
+        )
+        stats[name] = site_statistics(load_site(site, run), run.classes)
+    report: dict[str, Any] = {"classes": run.classes, "sites": stats}
+    if len(stats) > 1:
+        report["comparison"] = compare_sites(stats, run.classes)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    for name, s in stats.items():
+        typer.echo(
+            f"{name}: {s['images']} usable images, {s['quarantined']} quarantined"
+        )
+        for split, counts in s["counts"].items():
+            typer.echo(
+                f"  {split:5s} " + "  ".join(f"{c}={n}" for c, n in counts.items())
+            )
+        for field, values in s["headers"].items():
+            typer.echo(
+                f"  {field}: " + ", ".join(f"{v} ({n})" for v, n in values.items())
+            )
+        i = s["intensity"]
+        typer.echo(
+            f"  intensity mean {i['mean']:.1f} sd {i['std']:.1f} "
+            f"p1/p50/p99 {i['p01']:.0f}/{i['p50']:.0f}/{i['p99']:.0f}"
+        )
+        for reason, n in s["quarantine-reasons"].items():
+            typer.echo(f"  quarantined: {reason} ({n})")
+    for warning in report.get("comparison", {}).get("warnings", []):
+        typer.echo(f"WARNING {warning}")
+
+
+def _found_classes(sources: list[Path]) -> list[str]:
+    from fedward.simulation.partition import data_class_names
+
+    found: set[str] = set()
+    for path in sources:
+        if path.is_dir():
+            found.update(data_class_names(path))
+    return sorted(found) or FedwardConfig().classes
+
+
 @app.command("models")
 def models_cmd() -> None:
     """List the registered model names."""

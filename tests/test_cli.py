@@ -81,3 +81,20 @@ def test_models_lists_the_registry(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models"]) == 0
 
     assert "seed-cnn" in capsys.readouterr().out.split()
+
+
+def test_data_check_reports_sites_and_shift(tmp_path: Path) -> None:
+    from fedward.simulation.demo import write_demo
+
+    write_demo(tmp_path / "d", 3, seed=0, max_images=16)
+    write_demo(tmp_path / "dcm", 1, seed=0, max_images=16, fmt="dicom")
+    (tmp_path / "d" / "hospital-1" / "normal" / "bad.png").write_bytes(b"x")
+
+    result = run_cli("data", "check", "d", "dcm/hospital-1", cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "hospital-1: 16 usable images, 1 quarantined" in out
+    assert "Modality: CR (16)" in out
+    assert "quarantined: does not decode (1)" in out
+    assert "intensity mean" in out

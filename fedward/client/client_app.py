@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 import time
@@ -23,6 +24,7 @@ from fedward.client.site import Site
 from fedward.common.config import FedwardConfig, SiteConfig
 from fedward.common.data.sources import load_site, site_for_folder
 from fedward.common.keys import MetricKey, RecordKey
+from fedward.common.site_stats import site_statistics
 from fedward.common.weights import get_record, load_arrays, to_arrays
 from fedward.simulation.partition import simulated_site
 
@@ -141,6 +143,18 @@ def make_client_app(config: FedwardConfig | None = None) -> ClientApp:
         )
         content = RecordDict(
             {RecordKey.METRICS: metrics, RecordKey.SITE: _site_record(site)}
+        )
+        return audited(Message(content=content, reply_to=msg), context)
+
+    @app.query()
+    def query_handler(msg: Message, context: Context) -> Message:
+        """Aggregate statistics of the site's data, for the pre-training check."""
+        cfg = resolve(context)
+        site = site_for(context, cfg)
+        stats = site_statistics(site.data, cfg.classes)
+        record = ConfigRecord({RecordKey.SITE_STATS: json.dumps(stats)})
+        content = RecordDict(
+            {RecordKey.SITE_STATS: record, RecordKey.SITE: _site_record(site)}
         )
         return audited(Message(content=content, reply_to=msg), context)
 

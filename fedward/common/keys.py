@@ -10,6 +10,7 @@ class RecordKey(StrEnum):
     CONFIG = "config"
     METRICS = "metrics"
     SITE = "site"
+    SITE_STATS = "site-stats"
 
 
 class MetricKey(StrEnum):

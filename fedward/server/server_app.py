@@ -13,6 +13,7 @@ from fedward.common.models import get_model
 from fedward.common.training import seed_everything
 from fedward.common.weights import metric_record, to_arrays
 from fedward.server.checkpoint import MODEL_FILE, save_model
+from fedward.server.data_check import federated_data_check
 from fedward.server.evaluation import make_central_evaluator
 from fedward.server.report import RunRecorder
 from fedward.server.strategy import FedwardFedAvg
@@ -40,6 +41,7 @@ def run_federation(grid: Grid, config: FedwardConfig) -> dict[str, object]:
         min_available_nodes=config.min_available_nodes,
     )
     central = make_central_evaluator(config)
+    federated_data_check(grid, config, Path(config.run_dir))
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         if server_round > 0:  # keep the latest global weights on disk every round

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedward.common.config import FedwardConfig
+from fedward.common.config import FedwardConfig, SiteConfig
 from fedward.common.data.datasets import DecodedImages, SiteSplits, stratified_split
 from fedward.common.data.decode import Preprocess
 from fedward.common.data.folders import find_class_names, load_folder
@@ -94,6 +94,27 @@ def is_per_hospital(root: Path) -> bool:
         if sub.is_dir()
         for child in sub.iterdir()
     )
+
+
+def site_configs(paths: list[Path]) -> list[SiteConfig]:
+    """Sites named by paths: ``site.toml`` files, site folders, folders of sites.
+
+    Raises
+    ------
+    DataError
+        If a path does not exist.
+    """
+    sites = []
+    for path in paths:
+        if path.is_file():
+            sites.append(SiteConfig.from_site_file(path))
+        elif path.is_dir() and is_per_hospital(path):
+            sites.extend(site_for_folder(f) for f in hospital_folders(path))
+        elif path.is_dir():
+            sites.append(site_for_folder(path))
+        else:
+            raise DataError(f"no such site folder or file: {path}")
+    return sites
 
 
 def data_class_names(root: Path) -> list[str]:

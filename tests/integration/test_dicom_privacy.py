@@ -51,7 +51,7 @@ def test_simulation_on_dicom_sends_and_logs_no_phi(tmp_path: Path) -> None:
     summary = json.loads((run / "summary.json").read_text())
     assert summary["final"]["global"]["num-examples"] > 0
     sent = [p.read_bytes() for p in sorted(audit.iterdir())]
-    assert len(sent) == 2 * HOSPITALS  # one train and one evaluate reply each
+    assert len(sent) == 3 * HOSPITALS  # data-check query, train, evaluate each
     assert any(b"hospital-1" in blob for blob in sent)  # the scan does see content
     outputs = [result.stdout.encode(), result.stderr.encode()]
     outputs += [p.read_bytes() for p in run.rglob("*") if p.is_file()]

@@ -61,6 +61,9 @@ def test_two_hospitals_one_round_writes_a_complete_run_folder(tmp_path: Path) ->
     assert saved["round"] == 1
     assert saved["classes"] == ["normal", "opacity"]
     assert (run / "metrics.png").stat().st_size > 10_000
+    check = json.loads((run / "data-check.json").read_text())
+    assert check["sites-answered"] == 2
+    assert set(check["sites"]) == {"hospital-1", "hospital-2"}
     assert "round 1/1" in result.stderr
     assert "global (pooled counts)" in result.stdout
 

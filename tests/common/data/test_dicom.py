@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from fedward.common.data.datasets import collect
 from fedward.common.data.decode import NotSelected, Preprocess, decode_file
@@ -18,7 +18,7 @@ PRE = Preprocess(in_channels=1, image_size=32)
 
 def write(path: Path, pixels: np.ndarray, **tags: object) -> Path:
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    meta.MediaStorageSOPClassUID = UID("1.2.840.10008.5.1.4.1.1.7")
     meta.MediaStorageSOPInstanceUID = generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()

@@ -112,11 +112,11 @@ def test_cache_skips_decoding_on_the_second_load(
 
 def test_npz_in_the_medmnist_layout(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    arrays = {}
+    arrays: dict[str, np.ndarray] = {}
     for split, n in (("train", 20), ("val", 4), ("test", 6)):
         arrays[f"{split}_images"] = rng.integers(0, 255, (n, 28, 28), dtype=np.uint8)
         arrays[f"{split}_labels"] = rng.integers(0, 2, (n, 1))
-    np.savez(tmp_path / "pneumoniamnist.npz", **arrays)
+    np.savez(tmp_path / "pneumoniamnist.npz", allow_pickle=False, **arrays)
     site = SiteConfig(source="npz", data_path=str(tmp_path / "pneumoniamnist.npz"))
 
     splits = load_site(site, RUN)
