@@ -150,3 +150,12 @@ def test_site_config_problems_are_reported_together() -> None:
     assert "needs 'labels-csv'" in text
     assert "'frame' = -3 is out of range" in text
     assert "needs 'dicomweb-password-file'" in text
+
+
+def test_the_example_site_file_is_valid() -> None:
+    root = Path(__file__).resolve().parents[3]
+
+    site = SiteConfig.from_site_file(root / "deploy" / "site.example.toml")
+
+    assert site.source == "dicom"
+    assert site.select.startswith("Modality=")
