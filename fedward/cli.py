@@ -162,13 +162,22 @@ def _print_summary(summary: dict[str, Any]) -> None:
         *sorted(final["sites"].items()),
     ]
     typer.echo(f"\nFinal round {summary['rounds']} ({summary['wall-seconds']:.0f}s):")
-    typer.echo(f"  {'':26s} {'n':>5s} {'accuracy':>9s} {'recall':>7s} {'f1':>6s}")
+    typer.echo(
+        f"  {'':26s} {'n':>5s} {'accuracy':>9s} {'recall':>7s} {'f1':>6s} "
+        f"{'auroc':>6s} {'ece':>6s}"
+    )
     for name, m in rows:
         if m is None:
             continue
         typer.echo(
             f"  {name:26s} {int(m['num-examples']):5d} {m['accuracy']:9.3f} "
-            f"{m['recall']:7.3f} {m['f1']:6.3f}"
+            f"{m['recall']:7.3f} {m['f1']:6.3f} {m['auroc']:6.3f} {m['ece']:6.3f}"
+        )
+    best = summary.get("best") or {}
+    if best:
+        typer.echo(
+            f"Best round by {summary['best-metric']}: {summary['best-round']} "
+            f"({summary['best-metric']} {best.get(summary['best-metric'], 0.0):.3f})"
         )
 
 

@@ -133,14 +133,8 @@ def make_client_app(config: FedwardConfig | None = None) -> ClientApp:
         site = site_for(context, cfg)
         model = site.new_model()
         load_arrays(model, get_record(msg, RecordKey.ARRAYS, ArrayRecord))
-        result = site.evaluate(model, cfg.eval_split)
-        metrics = MetricRecord(
-            {
-                MetricKey.NUM_EXAMPLES: result.num_examples,
-                MetricKey.LOSS_SUM: result.loss_sum,
-                MetricKey.CONFUSION: [int(v) for v in result.confusion.ravel()],
-            }
-        )
+        counts = site.evaluate(model, cfg.eval_split)
+        metrics = MetricRecord(counts.to_metrics())
         content = RecordDict(
             {RecordKey.METRICS: metrics, RecordKey.SITE: _site_record(site)}
         )

@@ -14,9 +14,9 @@ from torch.utils.data import DataLoader
 from fedward.common.config import FedwardConfig
 from fedward.common.data.datasets import DecodedImages, Item, SiteSplits, make_loader
 from fedward.common.data.transforms import RandomAugment, ScaleToUnit
+from fedward.common.evaluation import EvalCounts
 from fedward.common.models import get_model
 from fedward.common.training import (
-    EvalResult,
     TrainResult,
     evaluate,
     seed_everything,
@@ -90,7 +90,7 @@ class Site:
         )
         return result
 
-    def evaluate(self, model: nn.Module, split: str) -> EvalResult:
+    def evaluate(self, model: nn.Module, split: str) -> EvalCounts:
         """Loss and confusion matrix of ``model`` on one of the site's splits."""
         cfg = self.config
         result = evaluate(

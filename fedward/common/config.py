@@ -133,6 +133,12 @@ class FedwardConfig(CheckedConfig):
     num_hospitals: int = field(default=3, metadata=_range(1, 1_000))
     dirichlet_alpha: float = field(default=0.5, metadata=_range(1e-3, 1e3))
     server_test_data: str = ""
+    best_metric: str = field(
+        default="f1",
+        metadata=_choices(
+            "accuracy", "recall", "specificity", "precision", "f1", "auroc", "loss"
+        ),
+    )
     run_dir: str = "runs/flwr-run"
 
     @classmethod

@@ -23,5 +23,7 @@ class MetricKey(StrEnum):
     VAL_ACCURACY = "val-accuracy"
     LOSS_SUM = "loss-sum"
     CONFUSION = "confusion-matrix"
+    SCORE_HIST = "score-histogram"
+    CALIBRATION = "calibration"
     SITE_NAME = "site-name"
     SERVER_ROUND = "server-round"

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedward.common.metrics import confusion_matrix
+from fedward.common.evaluation import EvalCounts
 
 logger = logging.getLogger(__name__)
 
@@ -52,27 +52,6 @@ class EpochStats:
     train_accuracy: float
     val_loss: float | None = None
     val_accuracy: float | None = None
-
-
-@dataclass
-class EvalResult:
-    """Summed loss and confusion matrix over a set of images."""
-
-    loss_sum: float
-    num_examples: int
-    confusion: np.ndarray
-
-    @property
-    def loss(self) -> float:
-        """Mean loss per image (0 for an empty set)."""
-        return self.loss_sum / self.num_examples if self.num_examples else 0.0
-
-    @property
-    def accuracy(self) -> float:
-        """Share of correct predictions (0 for an empty set)."""
-        if not self.num_examples:
-            return 0.0
-        return float(np.trace(self.confusion) / self.num_examples)
 
 
 @dataclass
@@ -163,19 +142,17 @@ def evaluate(
     num_classes: int,
     device: torch.device,
     channels_last: bool = True,
-) -> EvalResult:
-    """Summed cross-entropy and the confusion matrix of ``model`` on ``loader``."""
+) -> EvalCounts:
+    """Summed cross-entropy, confusion matrix, score histograms and calibration."""
     model = prepare_model(model, device, channels_last)
     model.eval()
     criterion = nn.CrossEntropyLoss(reduction="sum")
-    loss_sum, n = 0.0, 0
-    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    counts = EvalCounts.empty(num_classes)
     for batch in loader:
         images, labels = _to_device(batch, device, channels_last)
         with torch.autocast(device.type, enabled=device.type == "cuda"):
-            logits = model(images)
-        loss_sum += float(criterion(logits.float(), labels))
-        n += int(labels.shape[0])
-        preds = logits.argmax(1).cpu().numpy()
-        cm += confusion_matrix(labels.cpu().numpy(), preds, num_classes)
-    return EvalResult(loss_sum, n, cm)
+            logits = model(images).float()
+        loss = float(criterion(logits, labels))
+        probs = torch.softmax(logits, dim=1).cpu().numpy()
+        counts = counts + EvalCounts.of_batch(probs, labels.cpu().numpy(), loss)
+    return counts

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fedward.common.config import FedwardConfig
+from fedward.common.evaluation import EvalCounts, pool
 
 logger = logging.getLogger("fedward.progress")
 
@@ -20,6 +21,7 @@ SUMMARY_FILE = "summary.json"
 PLOT_FILE = "metrics.png"
 CONFIG_FILE = "config.json"
 PLOTTED = ("accuracy", "recall", "f1")
+CURVES_FILE = "curves.jsonl"
 
 
 def _clean(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -72,9 +74,26 @@ class RunRecorder:
         )
 
     def record_evaluation(
-        self, server_round: int, global_: Metrics, sites: Mapping[str, Metrics]
-    ) -> None:
-        """Federated evaluation: the exact global figures and each hospital's own."""
+        self, server_round: int, counts: Mapping[str, EvalCounts]
+    ) -> Metrics:
+        """Federated evaluation: exact global figures from the summed counts.
+
+        Writes the global and each hospital's figures to ``metrics.jsonl`` and the
+        global score histograms and calibration counts to ``curves.jsonl``;
+        returns the global figures.
+        """
+        classes = self.config.classes
+        pooled = pool(counts.values())
+        global_ = pooled.figures(classes)
+        sites = {name: c.figures(classes) for name, c in counts.items()}
+        curves = {
+            "round": server_round,
+            "score-histogram": pooled.score_hist.tolist(),
+            "calibration": pooled.calibration.tolist(),
+            "confusion-matrix": pooled.confusion.tolist(),
+        }
+        with (self.run_dir / CURVES_FILE).open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(curves) + "\n")
         self._append(
             {"round": server_round, "scope": "global", "site": None, **global_}
         )
@@ -84,16 +103,19 @@ class RunRecorder:
             )
         now = time.perf_counter()
         logger.info(
-            "round %d/%d  loss %.4f  accuracy %.3f  recall %.3f  f1 %.3f  (%.1fs)",
+            "round %d/%d  loss %.4f  accuracy %.3f  recall %.3f  f1 %.3f  "
+            "auroc %.3f  (%.1fs)",
             server_round,
             self.config.num_server_rounds,
             global_["loss"],
             global_["accuracy"],
             global_["recall"],
             global_["f1"],
+            global_["auroc"],
             now - self.round_started,
         )
         self.round_started = now
+        return global_
 
     def record_central(self, server_round: int, metrics: Metrics) -> None:
         """Centralized evaluation on the server-held test set."""
@@ -102,10 +124,20 @@ class RunRecorder:
         )
 
     def summary(self) -> dict[str, Any]:
-        """Final global and per-hospital figures and the best round by F1."""
+        """Final global and per-hospital figures, and the best round.
+
+        The best round maximises the configured ``best-metric`` (minimises it for
+        ``loss``); ties go to the earlier round.
+        """
         evals = [r for r in self.rows if r["scope"] == "global"]
         final_round = max((r["round"] for r in evals), default=0)
-        best = max(evals, key=lambda r: (r["f1"], -r["round"]), default=None)
+        metric = self.config.best_metric
+        sign = -1.0 if metric == "loss" else 1.0
+        best = max(
+            evals,
+            key=lambda r: (sign * (r.get(metric) or 0.0), -r["round"]),
+            default=None,
+        )
         return {
             "rounds": final_round,
             "wall-seconds": round(time.perf_counter() - self.started, 2),
@@ -126,7 +158,9 @@ class RunRecorder:
                     None,
                 ),
             },
-            "best-round-by-f1": best["round"] if best else None,
+            "best-metric": metric,
+            "best-round": best["round"] if best else None,
+            "best": best,
             "rejected-updates": sum(r["scope"] == "rejected" for r in self.rows),
         }
 

@@ -18,8 +18,8 @@ import torch
 from fedward.client.site import Site
 from fedward.common.config import FedwardConfig
 from fedward.common.data.datasets import DecodedImages, SiteSplits
-from fedward.common.metrics import sum_confusion, summarize
-from fedward.common.training import EvalResult, seed_everything
+from fedward.common.evaluation import EvalCounts, pool
+from fedward.common.training import seed_everything
 from fedward.simulation.partition import simulated_site
 
 logger = logging.getLogger(__name__)
@@ -44,10 +44,6 @@ def pooled_site(sites: list[Site], config: FedwardConfig) -> Site:
         )
     )
     return Site("pooled", splits, config)
-
-
-def _figures(result: EvalResult, classes: list[str]) -> dict[str, float]:
-    return {"loss": result.loss, **summarize(result.confusion, classes)}
 
 
 def _trained(site: Site, epochs: int) -> torch.nn.Module:
@@ -75,7 +71,7 @@ def run_baselines(config: FedwardConfig) -> dict[str, Any]:
     ]
     epochs = config.num_server_rounds * config.local_epochs
     split, classes = config.eval_split, config.classes
-    local: dict[str, EvalResult] = {}
+    local: dict[str, EvalCounts] = {}
     for site in sites:
         logger.info("baseline: %s alone, %d epochs", site.name, epochs)
         local[site.name] = site.evaluate(_trained(site, epochs), split)
@@ -85,15 +81,8 @@ def run_baselines(config: FedwardConfig) -> dict[str, Any]:
     out: dict[str, Any] = {"budget-epochs": epochs, "eval-split": split}
     for name, results in (("local-only", local), ("pooled", pooled)):
         out[name] = {
-            "global": _figures(
-                EvalResult(
-                    sum(r.loss_sum for r in results.values()),
-                    sum(r.num_examples for r in results.values()),
-                    sum_confusion(r.confusion for r in results.values()),
-                ),
-                classes,
-            ),
-            "sites": {site: _figures(r, classes) for site, r in results.items()},
+            "global": pool(results.values()).figures(classes),
+            "sites": {site: r.figures(classes) for site, r in results.items()},
         }
     return out
 
@@ -123,7 +112,7 @@ def compare(summary: dict[str, Any], baselines: dict[str, Any]) -> dict[str, Any
                 if pooled[metric]
                 else None,
             }
-            for metric in ("accuracy", "recall", "f1")
+            for metric in ("accuracy", "recall", "f1", "auroc")
         }
     return rows
 

@@ -87,6 +87,8 @@ def test_evaluate_returns_confusion_counts_not_images(
         MetricKey.NUM_EXAMPLES,
         MetricKey.LOSS_SUM,
         MetricKey.CONFUSION,
+        MetricKey.SCORE_HIST,
+        MetricKey.CALIBRATION,
     }
     assert sum(metrics[MetricKey.CONFUSION]) == metrics[MetricKey.NUM_EXAMPLES] == 2  # type: ignore[arg-type]
     assert RecordKey.ARRAYS not in reply.content

@@ -1,25 +1,26 @@
 import json
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 from fedward.common.config import FedwardConfig
+from fedward.common.evaluation import EvalCounts
 from fedward.server.report import METRICS_FILE, PLOT_FILE, SUMMARY_FILE, RunRecorder
 
 
-def figures(acc: float) -> dict[str, float]:
-    return {
-        "loss": 1 - acc,
-        "accuracy": acc,
-        "recall": acc,
-        "f1": acc,
-        "num-examples": 10,
-    }
+def counts(right: int) -> EvalCounts:
+    """Ten images, ``right`` of them classified correctly."""
+    labels = np.array([0, 1] * 5)
+    preds = np.where(np.arange(10) < right, labels, 1 - labels)
+    return EvalCounts.of_batch(np.eye(2)[preds] * 0.6 + 0.2, labels, 1.0)
 
 
 def test_run_folder_holds_config_rows_summary_and_plot(tmp_path: Path) -> None:
     rec = RunRecorder(tmp_path, FedwardConfig(num_server_rounds=2))
     rec.record_train(1, {"h1": {"train-loss": 0.5, "val-loss": float("nan")}})
-    rec.record_evaluation(1, figures(0.6), {"h1": figures(0.5), "h2": figures(0.7)})
-    rec.record_evaluation(2, figures(0.8), {"h1": figures(0.9), "h2": figures(0.7)})
+    rec.record_evaluation(1, {"h1": counts(5), "h2": counts(7)})
+    rec.record_evaluation(2, {"h1": counts(9), "h2": counts(7)})
 
     summary = rec.finish()
 
@@ -37,9 +38,9 @@ def test_run_folder_holds_config_rows_summary_and_plot(tmp_path: Path) -> None:
     ]
     assert rows[0]["val-loss"] is None  # NaN is written as null
     assert summary["rounds"] == 2
-    assert summary["final"]["global"]["accuracy"] == 0.8
+    assert summary["final"]["global"]["accuracy"] == pytest.approx(0.8)
     assert summary["final"]["sites"]["h1"]["accuracy"] == 0.9
-    assert summary["best-round-by-f1"] == 2
+    assert summary["best-round"] == 2
     assert json.loads((tmp_path / SUMMARY_FILE).read_text()) == summary
     assert json.loads((tmp_path / "config.json").read_text())["num-server-rounds"] == 2
     png = (tmp_path / PLOT_FILE).read_bytes()

@@ -13,11 +13,13 @@ from flwr.app import (
 )
 
 from fedward.common.config import FedwardConfig
+from fedward.common.evaluation import EvalCounts
 from fedward.common.keys import MetricKey, RecordKey
 from fedward.server.report import RunRecorder
 from fedward.server.strategy import FedwardFedAvg
 from tests.messages import reply
 
+MetricValue = int | float | list[int] | list[float]
 CLASSES = ["normal", "opacity"]
 
 
@@ -45,17 +47,15 @@ def train_reply(node: int, weights: ArrayRecord, n: int) -> Message:
     return reply(content, node, MessageType.TRAIN)
 
 
-def eval_reply(node: int, cm: list[int], loss_sum: float = 1.0) -> Message:
-    metrics = MetricRecord(
-        {
-            MetricKey.NUM_EXAMPLES: sum(cm),
-            MetricKey.LOSS_SUM: loss_sum,
-            MetricKey.CONFUSION: cm,
-        }
-    )
+def counts(labels: list[int], preds: list[int], loss_sum: float = 1.0) -> EvalCounts:
+    probs = np.where(np.eye(2)[preds] == 1, 0.8, 0.2)
+    return EvalCounts.of_batch(probs, np.array(labels), loss_sum)
+
+
+def eval_reply(node: int, metrics: dict[str, MetricValue]) -> Message:
     content = RecordDict(
         {
-            RecordKey.METRICS: metrics,
+            RecordKey.METRICS: MetricRecord(metrics),
             RecordKey.SITE: ConfigRecord({MetricKey.SITE_NAME: f"h{node}"}),
         }
     )
@@ -94,32 +94,35 @@ def test_bad_updates_are_rejected_and_recorded(tmp_path: Path) -> None:
     assert sorted(r["site"] for r in rejected) == ["h2", "h3", "h4"]
 
 
-def test_global_evaluation_sums_confusion_matrices(tmp_path: Path) -> None:
+def test_global_evaluation_pools_the_sites_counts(tmp_path: Path) -> None:
     s = strategy(tmp_path)
-    replies = [
-        eval_reply(1, [50, 0, 10, 40], loss_sum=30.0),
-        eval_reply(2, [2, 3, 1, 4], loss_sum=5.0),
-    ]
+    one = counts([0] * 50 + [1] * 50, [0] * 50 + [0] * 10 + [1] * 40, loss_sum=30.0)
+    two = counts([0] * 5 + [1] * 5, [0, 0, 1, 1, 1, 0, 1, 1, 1, 1], loss_sum=5.0)
 
-    metrics = s.aggregate_evaluate(1, replies)
+    metrics = s.aggregate_evaluate(
+        1, [eval_reply(1, one.to_metrics()), eval_reply(2, two.to_metrics())]
+    )
 
     assert metrics is not None
     assert metrics["accuracy"] == pytest.approx((50 + 40 + 2 + 4) / 110)
     assert metrics["recall/opacity"] == pytest.approx((40 + 4) / (50 + 5))
     assert metrics["loss"] == pytest.approx(35.0 / 110)
+    assert metrics["auroc"] == pytest.approx((one + two).figures(CLASSES)["auroc"])
     sites = {r["site"]: r for r in s.recorder.rows if r["scope"] == "site"}
     assert sites["h2"]["accuracy"] == pytest.approx(6 / 10)
+    assert (tmp_path / "curves.jsonl").read_text().count("score-histogram") == 1
 
 
 def test_inconsistent_evaluation_reports_are_ignored(tmp_path: Path) -> None:
     s = strategy(tmp_path)
-    replies = [
-        eval_reply(1, [5, 0, 0, 5]),
-        eval_reply(2, [-1, 2, 0, 3]),  # negative count
-        eval_reply(3, [1, 2, 3]),  # wrong size
-    ]
+    good = counts([0] * 5 + [1] * 5, [0] * 5 + [1] * 5).to_metrics()
+    negative = {**good, MetricKey.CONFUSION: [-1, 2, 0, 9]}
+    wrong_size = {**good, MetricKey.CONFUSION: [1, 2, 3]}
 
-    metrics = s.aggregate_evaluate(1, replies)
+    metrics = s.aggregate_evaluate(
+        1,
+        [eval_reply(1, good), eval_reply(2, negative), eval_reply(3, wrong_size)],
+    )
 
     assert metrics is not None
     assert metrics["num-examples"] == 10

@@ -8,7 +8,7 @@ from tests.conftest import WriteFolder
 
 
 def figures(acc: float) -> dict[str, float]:
-    return {"accuracy": acc, "recall": acc, "f1": acc}
+    return {"accuracy": acc, "recall": acc, "f1": acc, "auroc": acc}
 
 
 def test_compare_gives_gain_and_ratio_per_hospital() -> None:

@@ -12,9 +12,9 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from fedward.common.errors import DataError
+from fedward.common.evaluation import EvalCounts
 from fedward.common.keys import MetricKey, RecordKey
 from fedward.common.weights import check_arrays, metric_record
-from fedward.server.evaluation import SiteEvaluation, global_metrics
 from fedward.server.report import RunRecorder
 
 logger = logging.getLogger(__name__)
@@ -112,8 +112,8 @@ class FedwardFedAvg(FedAvg):
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
-        """Sum the hospitals' confusion matrices into exact global figures."""
-        evaluations: list[SiteEvaluation] = []
+        """Sum the hospitals' counts into exact global figures."""
+        evaluations: dict[str, EvalCounts] = {}
         for msg in replies:
             if msg.has_error():
                 logger.warning("evaluation failed at node %s", msg.metadata.src_node_id)
@@ -123,14 +123,12 @@ class FedwardFedAvg(FedAvg):
             try:
                 if not isinstance(metrics, MetricRecord):
                     raise DataError(f"{name}: evaluation reply has no metrics")
-                evaluations.append(
-                    SiteEvaluation.parse(name, metrics, len(self.class_names))
-                )
+                counts = EvalCounts.from_metrics(metrics, len(self.class_names))
             except DataError as exc:
-                logger.warning("rejected evaluation: %s", exc)
+                logger.warning("rejected evaluation from %s: %s", name, exc)
+                continue
+            evaluations[name] = counts
         if not evaluations:
             return None
-        global_ = global_metrics(evaluations, self.class_names)
-        sites = {e.site: e.metrics(self.class_names) for e in evaluations}
-        self.recorder.record_evaluation(server_round, global_, sites)
+        global_ = self.recorder.record_evaluation(server_round, evaluations)
         return metric_record(global_)
