@@ -272,6 +272,45 @@ def _found_classes(sources: list[Path]) -> list[str]:
     return sorted(found) or FedwardConfig().classes
 
 
+@app.command()
+def predict(
+    model: Annotated[
+        Path,
+        typer.Argument(help="model.onnx, model.torchscript.pt, export/ or model.pt"),
+    ],
+    paths: Annotated[
+        list[Path], typer.Argument(help="PNG/JPEG/DICOM files or folders.")
+    ],
+    out: Annotated[Path, typer.Option(help="CSV to write.")] = Path("predictions.csv"),
+) -> None:
+    """Class probabilities for images, as a CSV (one row per file)."""
+    setup_logging()
+    from fedward.common.export import Predictor
+    from fedward.common.predict import predict_files
+
+    predictor = Predictor(model)
+    done, failed = predict_files(predictor, paths, out)
+    typer.echo(f"{done} predicted, {failed} unreadable; written to {out}")
+
+
+@app.command("export")
+def export_cmd(
+    checkpoint: Annotated[Path, typer.Argument(help="A run folder's model.pt.")],
+    out: Annotated[Path, typer.Option(help="Folder to write.")] = Path("export"),
+) -> None:
+    """Export a checkpoint as TorchScript, ONNX and safetensors with model.json."""
+    setup_logging()
+    import torch
+
+    from fedward.common.export import ModelCard, export_model
+
+    payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    for kind, path in export_model(
+        ModelCard.from_checkpoint(payload), payload["state_dict"], out
+    ).items():
+        typer.echo(f"{kind:12s} {path}")
+
+
 @app.command("models")
 def models_cmd() -> None:
     """List the registered model names."""

@@ -9,6 +9,7 @@ from flwr.app import ArrayRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from fedward.common.config import FedwardConfig
+from fedward.common.export import ModelCard, export_model
 from fedward.common.models import get_model
 from fedward.common.training import seed_everything
 from fedward.common.weights import metric_record, to_arrays
@@ -53,11 +54,21 @@ def run_federation(grid: Grid, config: FedwardConfig) -> dict[str, object]:
         recorder.record_central(server_round, metrics)
         return metric_record(metrics)
 
-    strategy.start(
+    result = strategy.start(
         grid=grid,
         initial_arrays=to_arrays(model),
         num_rounds=config.num_server_rounds,
         evaluate_fn=evaluate_fn,
+    )
+    card = ModelCard(
+        config.model,
+        config.classes,
+        config.in_channels,
+        config.image_size,
+        config.num_server_rounds,
+    )
+    export_model(
+        card, result.arrays.to_torch_state_dict(), Path(config.run_dir) / "export"
     )
     return recorder.finish()
 

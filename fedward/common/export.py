@@ -1,0 +1,199 @@
+"""The global model as files a hospital can deploy: TorchScript, ONNX, safetensors.
+
+Every export folder holds ``model.json`` (model name, class names, input size and
+channels, scaling) beside ``model.safetensors``, ``model.torchscript.pt`` and
+``model.onnx``; :class:`Predictor` loads any of them and gives class
+probabilities for image or DICOM files, preprocessed as in training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedward.common.data.decode import Preprocess, decode_file
+from fedward.common.errors import ModelError
+from fedward.common.models import get_model
+
+logger = logging.getLogger(__name__)
+
+META_FILE = "model.json"
+WEIGHTS_FILE = "model.safetensors"
+TORCHSCRIPT_FILE = "model.torchscript.pt"
+ONNX_FILE = "model.onnx"
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What is needed to use exported weights: architecture and preprocessing."""
+
+    model: str
+    classes: list[str]
+    in_channels: int
+    image_size: int
+    server_round: int = 0
+
+    @property
+    def preprocess(self) -> Preprocess:
+        """The preprocessing of training (resize, channels; scaled to [0, 1])."""
+        return Preprocess(self.in_channels, self.image_size)
+
+    def build(self, state: Mapping[str, torch.Tensor]) -> nn.Module:
+        """The model with ``state`` loaded, in eval mode on the CPU."""
+        model = get_model(
+            self.model,
+            num_classes=len(self.classes),
+            in_channels=self.in_channels,
+            image_size=self.image_size,
+        )
+        model.load_state_dict(dict(state))
+        return model.eval()
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any]) -> ModelCard:
+        """From an export folder's ``model.json``."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in meta.items() if k in names})
+
+    @classmethod
+    def from_checkpoint(cls, payload: Mapping[str, Any]) -> ModelCard:
+        """From a run folder's ``model.pt``."""
+        return cls(
+            str(payload["model"]),
+            list(payload["classes"]),
+            int(payload["in-channels"]),
+            int(payload["image-size"]),
+            int(payload.get("round", 0)),
+        )
+
+
+def export_model(
+    card: ModelCard, state: Mapping[str, torch.Tensor], out: Path
+) -> dict[str, Path]:
+    """Write the four export files to ``out``; return them by kind."""
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    model = card.build(state)
+    example = torch.zeros(1, card.in_channels, card.image_size, card.image_size)
+    files = {
+        "meta": out / META_FILE,
+        "safetensors": out / WEIGHTS_FILE,
+        "torchscript": out / TORCHSCRIPT_FILE,
+        "onnx": out / ONNX_FILE,
+    }
+    meta = {
+        **card.__dict__,
+        "input": "float32 (N, C, H, W) in [0, 1]",
+        "output": "logits",
+    }
+    files["meta"].write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()}, files["safetensors"]
+    )
+    with torch.no_grad():
+        traced = torch.jit.trace(model, example)  # type: ignore[no-untyped-call]
+        traced.save(str(files["torchscript"]))
+        with warnings.catch_warnings():
+            warnings.simplefilter(
+                "ignore"
+            )  # the TorchScript-based exporter is deprecated
+            torch.onnx.export(
+                model,
+                (example,),
+                str(files["onnx"]),
+                dynamo=False,
+                input_names=["image"],
+                output_names=["logits"],
+                dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+            )
+    logger.info("exported the model to %s", out)
+    return files
+
+
+def load_card(path: Path) -> tuple[ModelCard, Path]:
+    """The model card of a model file or export folder, and the model file.
+
+    ``path`` may be an export folder, a file in one, or a run folder's
+    ``model.pt`` (or the run folder itself).
+
+    Raises
+    ------
+    ModelError
+        If no model card or model file is found.
+    """
+    if path.is_dir():
+        for candidate in (
+            path / ONNX_FILE,
+            path / "export" / ONNX_FILE,
+            path / "model.pt",
+        ):
+            if candidate.is_file():
+                path = candidate
+                break
+        else:
+            raise ModelError(f"{path}: no model.onnx, export/ or model.pt inside")
+    if not path.is_file():
+        raise ModelError(f"model file not found: {path}")
+    if path.name == "model.pt":
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return ModelCard.from_checkpoint(payload), path
+    meta = path.parent / META_FILE
+    if not meta.is_file():
+        raise ModelError(f"{path}: no {META_FILE} beside it")
+    return ModelCard.from_meta(json.loads(meta.read_text(encoding="utf-8"))), path
+
+
+class Predictor:
+    """Class probabilities from any exported or checkpointed model.
+
+    ``.onnx`` runs in ONNX Runtime, ``.torchscript.pt`` in TorchScript,
+    ``.safetensors`` and ``model.pt`` in PyTorch.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.card, self.path = load_card(path)
+        self._onnx: Any = None
+        self._torch: Any = None
+        if self.path.suffix == ".onnx":
+            import onnxruntime
+
+            self._onnx = onnxruntime.InferenceSession(
+                str(self.path), providers=["CPUExecutionProvider"]
+            )
+        elif self.path.name.endswith(".torchscript.pt"):
+            scripted = torch.jit.load(str(self.path), map_location="cpu")  # type: ignore[no-untyped-call]
+            self._torch = scripted.eval()
+        elif self.path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            self._torch = self.card.build(load_file(str(self.path)))
+        else:
+            payload = torch.load(self.path, map_location="cpu", weights_only=True)
+            self._torch = self.card.build(payload["state_dict"])
+
+    def probabilities(self, images: torch.Tensor) -> np.ndarray:
+        """Softmax probabilities ``(N, K)`` of float images in [0, 1]."""
+        if self._onnx is not None:
+            logits = self._onnx.run(None, {"image": images.numpy()})[0]
+            logits = torch.from_numpy(logits)
+        else:
+            with torch.no_grad():
+                logits = self._torch(images)
+        probs: np.ndarray = torch.softmax(logits.float(), dim=1).numpy()
+        return probs
+
+    def load_image(self, path: Path) -> torch.Tensor:
+        """One file decoded and scaled as in training, ``(1, C, H, W)``."""
+        pixels = decode_file(path, self.card.preprocess)
+        return (pixels.float() / 255.0)[None]
