@@ -293,6 +293,22 @@ def predict(
     typer.echo(f"{done} predicted, {failed} unreadable; written to {out}")
 
 
+@app.command()
+def explain(
+    model: Annotated[Path, typer.Option(help="Run folder, model.pt or .safetensors.")],
+    images: Annotated[list[Path], typer.Argument(help="Image/DICOM files or folders.")],
+    out: Annotated[Path, typer.Option(help="Folder for overlays.")] = Path("gradcam"),
+) -> None:
+    """Grad-CAM overlays of the global model, computed here, on this site's images."""
+    setup_logging()
+    from fedward.common.explain import explain_paths
+
+    rows, skipped = explain_paths(model, images, out)
+    for path, reason in skipped:
+        typer.echo(f"skipped {path}: {reason}", err=True)
+    typer.echo(f"{len(rows)} overlays written to {out} (gradcam.csv lists them)")
+
+
 @app.command("export")
 def export_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="A run folder's model.pt.")],

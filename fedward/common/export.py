@@ -121,6 +121,19 @@ def export_model(
     return files
 
 
+def eager_weights(path: Path) -> Path:
+    """In a run or export folder, the weights file PyTorch loads directly."""
+    if path.is_dir():
+        for candidate in (
+            path / "model.pt",
+            path / WEIGHTS_FILE,
+            path / "export" / WEIGHTS_FILE,
+        ):
+            if candidate.is_file():
+                return candidate
+    return path
+
+
 def load_card(path: Path) -> tuple[ModelCard, Path]:
     """The model card of a model file or export folder, and the model file.
 
@@ -181,6 +194,15 @@ class Predictor:
         else:
             payload = torch.load(self.path, map_location="cpu", weights_only=True)
             self._torch = self.card.build(payload["state_dict"])
+
+    @property
+    def eager_model(self) -> nn.Module | None:
+        """The PyTorch module (weights files), or None for ONNX and TorchScript."""
+        if isinstance(self._torch, nn.Module) and not isinstance(
+            self._torch, torch.jit.ScriptModule
+        ):
+            return self._torch
+        return None
 
     def probabilities(self, images: torch.Tensor) -> np.ndarray:
         """Softmax probabilities ``(N, K)`` of float images in [0, 1]."""
