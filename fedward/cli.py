@@ -294,6 +294,18 @@ def predict(
 
 
 @app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run folder.")],
+) -> None:
+    """Write report.html (self-contained) and report.md with plots and model card."""
+    setup_logging()
+    from fedward.server.study_report import write_report
+
+    page, md = write_report(run_dir)
+    typer.echo(f"{page}\n{md}")
+
+
+@app.command()
 def explain(
     model: Annotated[Path, typer.Option(help="Run folder, model.pt or .safetensors.")],
     images: Annotated[list[Path], typer.Argument(help="Image/DICOM files or folders.")],

@@ -16,7 +16,9 @@ from fedward.common.data.datasets import DecodedImages, Item, SiteSplits, make_l
 from fedward.common.data.transforms import RandomAugment, ScaleToUnit
 from fedward.common.evaluation import EvalCounts
 from fedward.common.models import get_model
+from fedward.common.progress import ProgressBar
 from fedward.common.training import (
+    EpochStats,
     TrainResult,
     evaluate,
     seed_everything,
@@ -25,6 +27,15 @@ from fedward.common.training import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+def _epoch_message(stats: EpochStats) -> str:
+    text = f"loss {stats.train_loss:.4f}  accuracy {stats.train_accuracy:.3f}"
+    if stats.val_loss is not None:
+        text += (
+            f"  val-loss {stats.val_loss:.4f}  val-accuracy {stats.val_accuracy:.3f}"
+        )
+    return text
 
 
 @dataclass
@@ -70,16 +81,18 @@ class Site:
         seed_everything(seed)
         val = self.data.val
         val_loader = self._loader(val, training=False, seed=seed) if len(val) else None
-        result = train(
-            model,
-            self._loader(self.data.train, training=True, seed=seed),
-            epochs=cfg.local_epochs,
-            learning_rate=cfg.learning_rate,
-            device=select_device(cfg.device),
-            num_classes=cfg.num_classes,
-            val_loader=val_loader,
-            channels_last=cfg.channels_last,
-        )
+        with ProgressBar(f"{self.name} epoch", cfg.local_epochs) as bar:
+            result = train(
+                model,
+                self._loader(self.data.train, training=True, seed=seed),
+                epochs=cfg.local_epochs,
+                learning_rate=cfg.learning_rate,
+                device=select_device(cfg.device),
+                num_classes=cfg.num_classes,
+                val_loader=val_loader,
+                channels_last=cfg.channels_last,
+                on_epoch=lambda s: bar.step(_epoch_message(s)),
+            )
         model.to("cpu")
         logger.info(
             "%s: round %d trained on %d images at %.1f images/s",

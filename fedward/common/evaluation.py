@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -129,6 +130,27 @@ class EvalCounts:
             MetricKey.SCORE_HIST: [int(v) for v in self.score_hist.ravel()],
             MetricKey.CALIBRATION: [float(v) for v in self.calibration.ravel()],
         }
+
+    def to_json(self) -> dict[str, Any]:
+        """The counts as JSON-ready lists (run folders store them so)."""
+        return {
+            "loss-sum": self.loss_sum,
+            "num-examples": self.num_examples,
+            "confusion-matrix": self.confusion.tolist(),
+            "score-histogram": self.score_hist.tolist(),
+            "calibration": self.calibration.tolist(),
+        }
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any]) -> EvalCounts:
+        """The counts of :meth:`to_json` output."""
+        return cls(
+            float(row["loss-sum"]),
+            int(row["num-examples"]),
+            np.asarray(row["confusion-matrix"], dtype=np.int64),
+            np.asarray(row["score-histogram"], dtype=np.int64),
+            np.asarray(row["calibration"], dtype=np.float64),
+        )
 
     @classmethod
     def from_metrics(cls, values: Mapping[str, object], num_classes: int) -> EvalCounts:

@@ -101,22 +101,22 @@ def export_model(
     save_file(
         {k: v.contiguous() for k, v in model.state_dict().items()}, files["safetensors"]
     )
-    with torch.no_grad():
+    # torch deprecates tracing and the TorchScript-based ONNX exporter in favour of
+    # torch.export; both still produce the files deployments load today
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
         traced = torch.jit.trace(model, example)  # type: ignore[no-untyped-call]
         traced.save(str(files["torchscript"]))
-        with warnings.catch_warnings():
-            warnings.simplefilter(
-                "ignore"
-            )  # the TorchScript-based exporter is deprecated
-            torch.onnx.export(
-                model,
-                (example,),
-                str(files["onnx"]),
-                dynamo=False,
-                input_names=["image"],
-                output_names=["logits"],
-                dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-            )
+        torch.onnx.export(
+            model,
+            (example,),
+            str(files["onnx"]),
+            dynamo=False,
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+        )
     logger.info("exported the model to %s", out)
     return files
 

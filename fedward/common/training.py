@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,6 +88,7 @@ def train(
     num_classes: int,
     val_loader: Iterable[Batch] | None = None,
     channels_last: bool = True,
+    on_epoch: Callable[[EpochStats], None] | None = None,
 ) -> TrainResult:
     """Train with Adam and cross-entropy, validating after each epoch.
 
@@ -129,6 +130,8 @@ def train(
                 stats.val_loss, stats.val_accuracy = val.loss, val.accuracy
         result.epochs.append(stats)
         result.num_examples = seen
+        if on_epoch is not None:
+            on_epoch(stats)
         logger.debug("epoch %d: %s", len(result.epochs), stats)
     result.seconds = time.perf_counter() - start
     return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import math
@@ -12,6 +13,7 @@ from typing import Any
 
 from fedward.common.config import FedwardConfig
 from fedward.common.evaluation import EvalCounts, pool
+from fedward.common.progress import ProgressBar
 
 logger = logging.getLogger("fedward.progress")
 
@@ -22,6 +24,7 @@ PLOT_FILE = "metrics.png"
 CONFIG_FILE = "config.json"
 PLOTTED = ("accuracy", "recall", "f1")
 CURVES_FILE = "curves.jsonl"
+CSV_FILE = "metrics.csv"
 
 
 def _clean(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -46,6 +49,8 @@ class RunRecorder:
             json.dumps(config.to_run_config(), indent=2) + "\n", encoding="utf-8"
         )
         (run_dir / METRICS_FILE).write_text("", encoding="utf-8")
+        (run_dir / CURVES_FILE).write_text("", encoding="utf-8")
+        self.rounds = ProgressBar("round", config.num_server_rounds).__enter__()
 
     def _append(self, row: dict[str, Any]) -> None:
         row = _clean(row)
@@ -86,14 +91,10 @@ class RunRecorder:
         pooled = pool(counts.values())
         global_ = pooled.figures(classes)
         sites = {name: c.figures(classes) for name, c in counts.items()}
-        curves = {
-            "round": server_round,
-            "score-histogram": pooled.score_hist.tolist(),
-            "calibration": pooled.calibration.tolist(),
-            "confusion-matrix": pooled.confusion.tolist(),
-        }
         with (self.run_dir / CURVES_FILE).open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(curves) + "\n")
+            for site, c in [(None, pooled), *sorted(counts.items())]:
+                row = {"round": server_round, "site": site, **c.to_json()}
+                fh.write(json.dumps(row) + "\n")
         self._append(
             {"round": server_round, "scope": "global", "site": None, **global_}
         )
@@ -102,17 +103,10 @@ class RunRecorder:
                 {"round": server_round, "scope": "site", "site": site, **metrics}
             )
         now = time.perf_counter()
-        logger.info(
-            "round %d/%d  loss %.4f  accuracy %.3f  recall %.3f  f1 %.3f  "
-            "auroc %.3f  (%.1fs)",
-            server_round,
-            self.config.num_server_rounds,
-            global_["loss"],
-            global_["accuracy"],
-            global_["recall"],
-            global_["f1"],
-            global_["auroc"],
-            now - self.round_started,
+        self.rounds.step(
+            f"loss {global_['loss']:.4f}  accuracy {global_['accuracy']:.3f}  "
+            f"recall {global_['recall']:.3f}  f1 {global_['f1']:.3f}  "
+            f"auroc {global_['auroc']:.3f}  ({now - self.round_started:.1f}s)"
         )
         self.round_started = now
         return global_
@@ -166,12 +160,26 @@ class RunRecorder:
 
     def finish(self) -> dict[str, Any]:
         """Write ``summary.json`` and the plot; return the summary."""
+        self.rounds.__exit__(None, None, None)
         summary = self.summary()
+        write_csv(self.rows, self.run_dir / CSV_FILE)
         (self.run_dir / SUMMARY_FILE).write_text(
             json.dumps(summary, indent=2) + "\n", encoding="utf-8"
         )
         plot_rounds(self.rows, self.run_dir / PLOT_FILE)
         return summary
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    """Every metrics row as a spreadsheet: one column per figure."""
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(k for k in row if k not in columns)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, restval="")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: v for k, v in row.items() if not isinstance(v, list)})
 
 
 def plot_rounds(rows: list[dict[str, Any]], path: Path) -> None:

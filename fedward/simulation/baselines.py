@@ -83,6 +83,10 @@ def run_baselines(config: FedwardConfig) -> dict[str, Any]:
         out[name] = {
             "global": pool(results.values()).figures(classes),
             "sites": {site: r.figures(classes) for site, r in results.items()},
+            "counts": {
+                "global": pool(results.values()).to_json(),
+                **{site: r.to_json() for site, r in results.items()},
+            },
         }
     return out
 

@@ -9,11 +9,11 @@ from fedward.common.evaluation import EvalCounts
 from fedward.server.report import METRICS_FILE, PLOT_FILE, SUMMARY_FILE, RunRecorder
 
 
-def counts(right: int) -> EvalCounts:
+def counts(right: int, loss_sum: float = 1.0) -> EvalCounts:
     """Ten images, ``right`` of them classified correctly."""
     labels = np.array([0, 1] * 5)
     preds = np.where(np.arange(10) < right, labels, 1 - labels)
-    return EvalCounts.of_batch(np.eye(2)[preds] * 0.6 + 0.2, labels, 1.0)
+    return EvalCounts.of_batch(np.eye(2)[preds] * 0.6 + 0.2, labels, loss_sum)
 
 
 def test_run_folder_holds_config_rows_summary_and_plot(tmp_path: Path) -> None:
@@ -46,3 +46,14 @@ def test_run_folder_holds_config_rows_summary_and_plot(tmp_path: Path) -> None:
     png = (tmp_path / PLOT_FILE).read_bytes()
     assert png.startswith(b"\x89PNG")
     assert len(png) > 10_000
+
+
+def test_best_round_follows_the_configured_metric(tmp_path: Path) -> None:
+    rec = RunRecorder(tmp_path, FedwardConfig(best_metric="loss"))
+    rec.record_evaluation(1, {"h1": counts(9, loss_sum=5.0)})  # better F1
+    rec.record_evaluation(2, {"h1": counts(5, loss_sum=1.0)})  # lower loss
+
+    summary = rec.finish()
+
+    assert summary["best-metric"] == "loss"
+    assert summary["best-round"] == 2

@@ -110,7 +110,7 @@ def test_global_evaluation_pools_the_sites_counts(tmp_path: Path) -> None:
     assert metrics["auroc"] == pytest.approx((one + two).figures(CLASSES)["auroc"])
     sites = {r["site"]: r for r in s.recorder.rows if r["scope"] == "site"}
     assert sites["h2"]["accuracy"] == pytest.approx(6 / 10)
-    assert (tmp_path / "curves.jsonl").read_text().count("score-histogram") == 1
+    assert (tmp_path / "curves.jsonl").read_text().count("score-histogram") == 3
 
 
 def test_inconsistent_evaluation_reports_are_ignored(tmp_path: Path) -> None:
