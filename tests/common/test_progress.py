@@ -1,4 +1,5 @@
 import io
+import logging
 
 import pytest
 from rich.console import Console
@@ -6,14 +7,30 @@ from rich.console import Console
 from fedward.common.progress import ProgressBar
 
 
-def test_plain_lines_when_not_a_terminal(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level("INFO", logger="fedward.progress")
+class Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
 
-    with ProgressBar("round", 2, bar=False) as bar:
-        bar.step("loss 0.5")
-        bar.step("loss 0.4")
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
 
-    assert [r.getMessage() for r in caplog.records] == [
+
+def test_plain_lines_when_not_a_terminal() -> None:
+    lines = Lines()
+    progress_logger = logging.getLogger("fedward.progress")
+    progress_logger.addHandler(lines)
+    level = progress_logger.level
+    progress_logger.setLevel(logging.INFO)
+    try:
+        with ProgressBar("round", 2, bar=False) as bar:
+            bar.step("loss 0.5")
+            bar.step("loss 0.4")
+    finally:
+        progress_logger.removeHandler(lines)
+        progress_logger.setLevel(level)
+
+    assert lines.lines == [
         "round 1/2  loss 0.5",
         "round 2/2  loss 0.4",
     ]
