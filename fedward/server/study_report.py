@@ -228,6 +228,8 @@ def _baselines(
         ["scope", "metric", "local-only", "federated", "pooled", "gain", "fed/pooled"],
         rows,
     )
+    if not all("counts" in data[kind] for kind in ("local-only", "pooled")):
+        return  # written by a fedward that did not store the baselines' counts
     doc.heading("Local-only vs federated vs pooled, with 95 % intervals", 3)
     wanted = ("accuracy", "sensitivity", "f1", "auroc")
     header: list[str] = []

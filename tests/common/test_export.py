@@ -98,3 +98,21 @@ def test_predict_cli_writes_probabilities_for_png_and_dicom(
 def test_a_folder_without_a_model_is_a_model_error(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match=r"no model\.onnx"):
         Predictor(tmp_path)
+
+
+def test_export_cli_writes_every_format(
+    exported: tuple[Path, dict[str, torch.Tensor]], tmp_path: Path
+) -> None:
+    out, _ = exported
+
+    code = main(["export", str(out / "model.pt"), "--out", str(tmp_path / "x")])
+
+    names = sorted(p.name for p in (tmp_path / "x").iterdir())
+    assert code == 0
+    assert names == [
+        "model.json",
+        "model.onnx",
+        "model.safetensors",
+        "model.torchscript.pt",
+    ]
+    assert Predictor(tmp_path / "x").card == CARD

@@ -1,15 +1,13 @@
 """A federation on DICOM with fake patient data: nothing identifying leaves a site."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from fedward.simulation.demo import write_demo
 from fedward.simulation.demo_dicom import fake_phi
+from tests.simulate import simulate
 
 pytestmark = pytest.mark.integration
 
@@ -19,32 +17,14 @@ HOSPITALS, IMAGES = 2, 24
 def test_simulation_on_dicom_sends_and_logs_no_phi(tmp_path: Path) -> None:
     data, audit, run = tmp_path / "data", tmp_path / "audit", tmp_path / "run"
     write_demo(data, HOSPITALS, seed=0, max_images=IMAGES, fmt="dicom")
-    env = {**os.environ, "FEDWARD_AUDIT_DIR": str(audit)}
 
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fedward",
-            "simulate",
-            "--data",
-            str(data),
-            "--run-dir",
-            str(run),
-            "--rounds",
-            "1",
-            "--local-epochs",
-            "1",
-            "--set",
-            "image-size=48",
-            "--verbose",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    result = simulate(
+        data,
+        run,
+        "--set",
+        "image-size=48",
+        "--verbose",
+        env={"FEDWARD_AUDIT_DIR": str(audit)},
     )
 
     assert result.returncode == 0, result.stderr[-3000:]

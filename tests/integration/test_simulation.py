@@ -1,45 +1,15 @@
 """Real federations through Flower's simulation engine (Ray), as a user runs them."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from fedward.simulation.demo import write_demo
+from tests.simulate import simulate
 
 pytestmark = pytest.mark.integration
-
-
-def simulate(
-    data: Path, run_dir: Path, *extra: str
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fedward",
-            "simulate",
-            "--data",
-            str(data),
-            "--run-dir",
-            str(run_dir),
-            "--rounds",
-            "1",
-            "--local-epochs",
-            "1",
-            "--set",
-            "image-size=64",
-            *extra,
-        ],
-        cwd=run_dir.parent,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
 
 
 def test_two_hospitals_one_round_writes_a_complete_run_folder(tmp_path: Path) -> None:

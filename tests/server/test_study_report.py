@@ -15,7 +15,7 @@ from PIL import Image
 from fedward.common.intervals import auroc_interval, f1_bootstrap, wilson
 from fedward.server.study_report import write_report
 from fedward.simulation.demo import write_demo
-from tests.integration.test_simulation import simulate
+from tests.simulate import simulate
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -72,6 +72,7 @@ def test_report_has_tables_plots_baselines_and_model_card(run_dir: Path) -> None
         "sensitivity (opacity)",
         "auroc (opacity)",
         "Baselines (same budget",
+        "Local-only vs federated vs pooled, with 95 % intervals",
         "local-only",
         "Model card",
         "Intended use",

@@ -24,7 +24,7 @@ from typing import Any
 from fedward.common.config import FedwardConfig, SiteConfig
 from fedward.common.data.datasets import SiteSplits, collect
 from fedward.common.data.decode import DecodeCache, Preprocess
-from fedward.common.data.folders import split_site
+from fedward.common.data.folders import split_for_run
 from fedward.common.data.labeled_dicom import read_labels
 from fedward.common.data.registry import register_source
 from fedward.common.errors import DataError
@@ -232,11 +232,4 @@ def dicomweb_source(
     )
     labelled = [(local[inst], labels[inst.get(field)]) for inst in wanted]
     data = collect(labelled, store, pre, cache)
-    return split_site(
-        data,
-        run.classes,
-        store,
-        val_fraction=run.val_fraction,
-        test_fraction=run.test_fraction,
-        seed=run.seed,
-    )
+    return split_for_run(data, run, store)

@@ -109,6 +109,18 @@ def split_site(
     return splits
 
 
+def split_for_run(data: DecodedImages, run: FedwardConfig, where: Path) -> SiteSplits:
+    """:func:`split_site` with the run's classes, fractions and seed."""
+    return split_site(
+        data,
+        run.classes,
+        where,
+        val_fraction=run.val_fraction,
+        test_fraction=run.test_fraction,
+        seed=run.seed,
+    )
+
+
 def load_class_folders(
     root: Path,
     classes: Sequence[str],

@@ -23,7 +23,7 @@ from fedward.common.config import FedwardConfig, SiteConfig
 from fedward.common.data.datasets import SiteSplits, collect
 from fedward.common.data.decode import DecodeCache, Preprocess
 from fedward.common.data.dicom import is_dicom, read_dataset
-from fedward.common.data.folders import folders_source, list_files, split_site
+from fedward.common.data.folders import folders_source, list_files, split_for_run
 from fedward.common.data.registry import register_source
 from fedward.common.errors import DataError
 
@@ -135,11 +135,4 @@ def dicom_source(
         )
     data = collect(labelled, root, pre, cache)
     data.skipped = foreign + data.skipped
-    return split_site(
-        data,
-        run.classes,
-        root,
-        val_fraction=run.val_fraction,
-        test_fraction=run.test_fraction,
-        seed=run.seed,
-    )
+    return split_for_run(data, run, root)

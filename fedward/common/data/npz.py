@@ -16,7 +16,7 @@ from PIL import Image
 from fedward.common.config import FedwardConfig, SiteConfig
 from fedward.common.data.datasets import DecodedImages, SiteSplits
 from fedward.common.data.decode import DecodeCache, Preprocess, fit_picture
-from fedward.common.data.folders import split_site
+from fedward.common.data.folders import split_for_run
 from fedward.common.data.registry import register_source
 from fedward.common.errors import DataError
 
@@ -68,12 +68,5 @@ def npz_source(
             return SiteSplits(parts["train"], parts["val"], parts["test"])
         if {"images", "labels"} <= keys:
             data = _images(archive, "", pre, run.num_classes)
-            return split_site(
-                data,
-                run.classes,
-                path,
-                val_fraction=run.val_fraction,
-                test_fraction=run.test_fraction,
-                seed=run.seed,
-            )
+            return split_for_run(data, run, path)
     raise DataError(f"{path}: no 'train_images'/'train_labels' (MedMNIST) arrays")
