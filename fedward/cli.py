@@ -328,14 +328,9 @@ def export_cmd(
 ) -> None:
     """Export a checkpoint as TorchScript, ONNX and safetensors with model.json."""
     setup_logging()
-    import torch
+    from fedward.common.export import export_model, load_checkpoint
 
-    from fedward.common.export import ModelCard, export_model
-
-    payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    for kind, path in export_model(
-        ModelCard.from_checkpoint(payload), payload["state_dict"], out
-    ).items():
+    for kind, path in export_model(*load_checkpoint(checkpoint), out).items():
         typer.echo(f"{kind:12s} {path}")
 
 

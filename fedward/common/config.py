@@ -180,7 +180,6 @@ class FedwardConfig(CheckedConfig):
             logger.warning("batch-size %d is unusually large", self.batch_size)
 
 
-SOURCES = ("folders", "dicom", "dicomweb", "npz")
 LABEL_KEYS = (
     "auto",
     "sop-instance-uid",
@@ -202,7 +201,7 @@ class SiteConfig(CheckedConfig):
     _scope: ClassVar[str] = "site config"
 
     site_name: str = ""
-    source: str = field(default="folders", metadata=_choices(*SOURCES))
+    source: str = "folders"  # a registered source (fedward.common.data.registry)
     data_path: str = ""
     labels_csv: str = ""
     label_key: str = field(default="auto", metadata=_choices(*LABEL_KEYS))
@@ -246,7 +245,12 @@ class SiteConfig(CheckedConfig):
         return data / ".fedward" if self.data_path and data.is_dir() else None
 
     def _cross_problems(self) -> list[str]:
+        from fedward.common.data.registry import list_sources  # registry imports us
+
         problems = []
+        if self.source not in list_sources():
+            known = ", ".join(list_sources())
+            problems.append(f"'source' must be one of {known}; got {self.source!r}")
         if self.source == "dicomweb":
             if not self.dicomweb_url:
                 problems.append("source 'dicomweb' needs 'dicomweb-url'")

@@ -21,12 +21,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedward.common.config import FedwardConfig
 from fedward.common.data.decode import Preprocess, decode_file
 from fedward.common.errors import ModelError
 from fedward.common.models import get_model
 
 logger = logging.getLogger(__name__)
 
+CHECKPOINT_FILE = "model.pt"
 META_FILE = "model.json"
 WEIGHTS_FILE = "model.safetensors"
 TORCHSCRIPT_FILE = "model.torchscript.pt"
@@ -60,6 +62,17 @@ class ModelCard:
         return model.eval()
 
     @classmethod
+    def of_run(cls, config: FedwardConfig, server_round: int) -> ModelCard:
+        """The card of a run's global model after ``server_round``."""
+        return cls(
+            config.model,
+            config.classes,
+            config.in_channels,
+            config.image_size,
+            server_round,
+        )
+
+    @classmethod
     def from_meta(cls, meta: Mapping[str, Any]) -> ModelCard:
         """From an export folder's ``model.json``."""
         names = {f.name for f in dataclasses.fields(cls)}
@@ -75,6 +88,29 @@ class ModelCard:
             int(payload["image-size"]),
             int(payload.get("round", 0)),
         )
+
+
+def save_checkpoint(
+    path: Path, card: ModelCard, state: Mapping[str, torch.Tensor]
+) -> None:
+    """Write weights with their model card to ``path`` (atomically)."""
+    payload = {
+        "state_dict": dict(state),
+        "model": card.model,
+        "classes": card.classes,
+        "in-channels": card.in_channels,
+        "image-size": card.image_size,
+        "round": card.server_round,
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path) -> tuple[ModelCard, dict[str, torch.Tensor]]:
+    """The card and weights of a file written by :func:`save_checkpoint`."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    return ModelCard.from_checkpoint(payload), dict(payload["state_dict"])
 
 
 def export_model(
@@ -158,9 +194,8 @@ def load_card(path: Path) -> tuple[ModelCard, Path]:
             raise ModelError(f"{path}: no model.onnx, export/ or model.pt inside")
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
-    if path.name == "model.pt":
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        return ModelCard.from_checkpoint(payload), path
+    if path.name == CHECKPOINT_FILE:
+        return load_checkpoint(path)[0], path
     meta = path.parent / META_FILE
     if not meta.is_file():
         raise ModelError(f"{path}: no {META_FILE} beside it")
@@ -192,8 +227,7 @@ class Predictor:
 
             self._torch = self.card.build(load_file(str(self.path)))
         else:
-            payload = torch.load(self.path, map_location="cpu", weights_only=True)
-            self._torch = self.card.build(payload["state_dict"])
+            self._torch = self.card.build(load_checkpoint(self.path)[1])
 
     @property
     def eager_model(self) -> nn.Module | None:

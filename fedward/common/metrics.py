@@ -6,7 +6,7 @@ matrices, so they equal the figures of the pooled predictions exactly.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -20,15 +20,6 @@ def confusion_matrix(
     )
     counts = np.bincount(index, minlength=num_classes * num_classes)
     return counts.reshape(num_classes, num_classes)
-
-
-def sum_confusion(matrices: Iterable[np.ndarray]) -> np.ndarray:
-    """Element-wise sum of confusion matrices of the same shape."""
-    mats = [np.asarray(m, dtype=np.int64) for m in matrices]
-    if not mats:
-        raise ValueError("no confusion matrices to sum")
-    total: np.ndarray = np.sum(mats, axis=0)
-    return total
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:

@@ -9,11 +9,15 @@ from flwr.app import ArrayRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from fedward.common.config import FedwardConfig
-from fedward.common.export import ModelCard, export_model
+from fedward.common.export import (
+    CHECKPOINT_FILE,
+    ModelCard,
+    export_model,
+    save_checkpoint,
+)
 from fedward.common.models import get_model
 from fedward.common.training import seed_everything
 from fedward.common.weights import metric_record, to_arrays
-from fedward.server.checkpoint import MODEL_FILE, save_model
 from fedward.server.data_check import federated_data_check
 from fedward.server.evaluation import make_central_evaluator
 from fedward.server.report import RunRecorder
@@ -47,7 +51,8 @@ def run_federation(grid: Grid, config: FedwardConfig) -> dict[str, object]:
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         if server_round > 0:  # keep the latest global weights on disk every round
             state = arrays.to_torch_state_dict()
-            save_model(Path(config.run_dir) / MODEL_FILE, state, config, server_round)
+            card = ModelCard.of_run(config, server_round)
+            save_checkpoint(Path(config.run_dir) / CHECKPOINT_FILE, card, state)
         if central is None:
             return None
         metrics = central(arrays.to_torch_state_dict())
@@ -60,15 +65,10 @@ def run_federation(grid: Grid, config: FedwardConfig) -> dict[str, object]:
         num_rounds=config.num_server_rounds,
         evaluate_fn=evaluate_fn,
     )
-    card = ModelCard(
-        config.model,
-        config.classes,
-        config.in_channels,
-        config.image_size,
-        config.num_server_rounds,
-    )
     export_model(
-        card, result.arrays.to_torch_state_dict(), Path(config.run_dir) / "export"
+        ModelCard.of_run(config, config.num_server_rounds),
+        result.arrays.to_torch_state_dict(),
+        Path(config.run_dir) / "export",
     )
     return recorder.finish()
 

@@ -37,21 +37,13 @@ def test_grad_cam_of_a_trained_model_points_at_the_lesion(
 
 
 def test_explain_cli_writes_overlays(write_folder: WriteFolder, tmp_path: Path) -> None:
+    from fedward.common.export import ModelCard, save_checkpoint
     from fedward.common.models import get_model
 
     torch.manual_seed(0)
     state = get_model("seed-cnn", num_classes=2, image_size=32).state_dict()
-    torch.save(
-        {
-            "state_dict": state,
-            "model": "seed-cnn",
-            "classes": ["normal", "opacity"],
-            "in-channels": 3,
-            "image-size": 32,
-            "round": 1,
-        },
-        tmp_path / "model.pt",
-    )
+    card = ModelCard("seed-cnn", ["normal", "opacity"], 3, 32, 1)
+    save_checkpoint(tmp_path / "model.pt", card, state)
     images = write_folder(per_class=2)
 
     code = main(

@@ -7,7 +7,7 @@ import torch
 
 from fedward.cli import main
 from fedward.common.errors import ModelError
-from fedward.common.export import ModelCard, Predictor, export_model
+from fedward.common.export import ModelCard, Predictor, export_model, save_checkpoint
 from fedward.common.models import get_model
 from fedward.simulation.demo import write_demo
 
@@ -22,17 +22,7 @@ def exported(
     state = get_model("seed-cnn", num_classes=2, image_size=64).state_dict()
     out = tmp_path_factory.mktemp("export")
     export_model(CARD, state, out)
-    torch.save(
-        {
-            "state_dict": state,
-            "model": "seed-cnn",
-            "classes": CARD.classes,
-            "in-channels": 3,
-            "image-size": 64,
-            "round": 4,
-        },
-        out / "model.pt",
-    )
+    save_checkpoint(out / "model.pt", CARD, state)
     return out, state
 
 

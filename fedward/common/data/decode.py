@@ -143,11 +143,6 @@ class DecodeCache:
         return tensor
 
 
-def decoder(cache_dir: str | Path | None) -> DecodeCache | None:
-    """A cache in ``cache_dir``, or ``None`` for no caching."""
-    return DecodeCache(Path(cache_dir)) if cache_dir else None
-
-
 def decode(path: Path, pre: Preprocess, cache: DecodeCache | None) -> torch.Tensor:
     """Decode through ``cache`` when there is one."""
     return cache.decode(path, pre) if cache is not None else decode_file(path, pre)

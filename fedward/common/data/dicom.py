@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import fnmatch
 import warnings
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,6 @@ HEADER_FIELDS = (
     "Columns",
     "NumberOfFrames",
 )
-UID_FIELDS = ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
 
 pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
@@ -244,8 +242,3 @@ def parse_select(text: str) -> tuple[tuple[str, str], ...]:
             raise DataError(f"header filter names no DICOM keyword: {keyword!r}")
         pairs.append((keyword, pattern.strip()))
     return tuple(pairs)
-
-
-def uids(ds: Dataset) -> Mapping[str, Any]:
-    """The instance, series and study UIDs of a header (used on site only)."""
-    return {k: str(ds.get(k, "")) for k in UID_FIELDS}

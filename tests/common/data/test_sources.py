@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from fedward.common.config import FedwardConfig, SiteConfig
+from fedward.common.data.datasets import SiteSplits
 from fedward.common.data.decode import DecodeCache, Preprocess
 from fedward.common.data.sources import QUARANTINE_FILE, load_site, site_for_folder
 from fedward.common.errors import ConfigError, DataError
@@ -159,3 +160,22 @@ def test_the_example_site_file_is_valid() -> None:
 
     assert site.source == "dicom"
     assert site.select.startswith("Modality=")
+
+
+def test_a_source_module_registers_itself_and_config_accepts_it(tmp_path: Path) -> None:
+    from fedward.common.data.registry import _SOURCES, list_sources, register_source
+
+    @register_source("test-only")
+    def loader(
+        site: SiteConfig, run: FedwardConfig, pre: Preprocess, cache: DecodeCache | None
+    ) -> SiteSplits:
+        raise NotImplementedError
+
+    try:
+        site = SiteConfig.from_mapping({"source": "test-only", "data-path": "x"})
+        assert "test-only" in list_sources()
+        assert site.source == "test-only"
+    finally:
+        del _SOURCES["test-only"]
+    with pytest.raises(ConfigError, match="'source' must be one of dicom, dicomweb"):
+        SiteConfig.from_mapping({"source": "test-only", "data-path": "x"})
