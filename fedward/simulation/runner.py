@@ -88,6 +88,7 @@ def run(config: FedwardConfig) -> dict[str, Any]:
     """
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # quiet on CPU
     from flwr.simulation import run_simulation
 
     from fedward.client.client_app import make_client_app
