@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,16 @@ def write_image(path: Path, label: int, rng: np.random.Generator, mode: str) -> 
     image = Image.fromarray(pixels, mode="L")
     path.parent.mkdir(parents=True, exist_ok=True)
     (image.convert("RGB") if mode == "RGB" else image).save(path)
+
+
+@pytest.fixture(autouse=True)
+def _fedward_logs_reach_caplog() -> Iterator[None]:
+    """Undo the CLI's logging set-up (its own handler, no propagation) after a test."""
+    yield
+    logger = logging.getLogger("fedward")
+    logger.handlers.clear()
+    logger.propagate = True
+    logger.setLevel(logging.NOTSET)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ the preprocessing settings, so later epochs, rounds and runs skip decoding.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,6 +113,7 @@ class DecodeCache:
         self.root = root
         self.hits = 0
         self.misses = 0
+        self.write_failed = False
 
     def _key(self, path: Path, pre: Preprocess) -> Path:
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -131,16 +133,27 @@ class DecodeCache:
             self.hits += 1
             raise DataError(error_file.read_text(encoding="utf-8"))
         self.misses += 1
-        key.parent.mkdir(parents=True, exist_ok=True)
         try:
             tensor = decode_file(path, pre)
         except DataError as exc:
-            error_file.write_text(exc.problems[0], encoding="utf-8")
+            self._store(error_file, exc.problems[0].encode())
             raise
-        tmp = key.with_suffix(".tmp.npy")
-        np.save(tmp, tensor.numpy())
-        tmp.replace(array_file)
+        buffer = io.BytesIO()
+        np.save(buffer, tensor.numpy())
+        self._store(array_file, buffer.getvalue())
         return tensor
+
+    def _store(self, target: Path, data: bytes) -> None:
+        """Write through a temporary file; a full or read-only disk only warns."""
+        tmp = target.with_name(target.name + ".tmp")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(data)
+            tmp.replace(target)
+        except OSError as exc:
+            if not self.write_failed:
+                logger.warning("decode cache not written (%s)", exc.strerror)
+            self.write_failed = True
 
 
 def decode(path: Path, pre: Preprocess, cache: DecodeCache | None) -> torch.Tensor:

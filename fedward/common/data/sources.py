@@ -52,7 +52,7 @@ def load_site(site: SiteConfig, run: FedwardConfig) -> SiteSplits:
         are unusable.
     """
     loader = get_source(site.source)
-    state = site.state_dir
+    state = _writable(site.state_dir)
     cache = DecodeCache(state / "cache") if state is not None else None
     splits = loader(site, run, preprocess_for(site, run), cache)
     skipped = splits.skipped()
@@ -74,6 +74,26 @@ def load_site(site: SiteConfig, run: FedwardConfig) -> SiteSplits:
             cache.hits,
         )
     return splits
+
+
+def _writable(state: Path | None) -> Path | None:
+    """The state folder if it can be created and written, else None (with a warning)."""
+    if state is None:
+        return None
+    try:
+        state.mkdir(parents=True, exist_ok=True)
+        probe = state / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        logger.warning(
+            "cannot write to %s (%s): no decode cache or quarantine report; "
+            "set cache-dir in site.toml",
+            state,
+            exc.strerror,
+        )
+        return None
+    return state
 
 
 def write_quarantine(path: Path, skipped: list[tuple[str, str]]) -> None:

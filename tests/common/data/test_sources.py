@@ -179,3 +179,35 @@ def test_a_source_module_registers_itself_and_config_accepts_it(tmp_path: Path) 
         del _SOURCES["test-only"]
     with pytest.raises(ConfigError, match="'source' must be one of dicom, dicomweb"):
         SiteConfig.from_mapping({"source": "test-only", "data-path": "x"})
+
+
+def test_an_unwritable_state_folder_only_warns(
+    write_folder: WriteFolder, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder would go")
+    site = SiteConfig(
+        data_path=str(write_folder(per_class=4)), cache_dir=str(blocker / "x")
+    )
+
+    splits = load_site(site, RUN)
+
+    assert splits.total() == 8
+    assert "no decode cache or quarantine report" in caplog.text
+
+
+def test_a_full_disk_does_not_stop_decoding(
+    write_folder: WriteFolder, tmp_path: Path
+) -> None:
+    from fedward.common.data.folders import load_folder
+
+    blocker = tmp_path / "cache-file"
+    blocker.write_text("")
+    cache = DecodeCache(blocker / "cache")  # every write fails
+
+    data = load_folder(
+        write_folder(per_class=3), ["normal", "opacity"], Preprocess(1, 24), cache
+    )
+
+    assert len(data) == 6
+    assert cache.write_failed
