@@ -98,3 +98,13 @@ def test_data_check_reports_sites_and_shift(tmp_path: Path) -> None:
     assert "Modality: CR (16)" in out
     assert "quarantined: does not decode (1)" in out
     assert "intensity mean" in out
+
+
+def test_a_commands_exit_code_is_the_process_exit_code(tmp_path: Path) -> None:
+    site = tmp_path / "site.toml"
+    site.write_text('superlink = "127.0.0.1:1"\ndata-path = "x"\n')
+
+    result = run_cli("hospital", "--config", str(site), cwd=tmp_path)
+
+    assert result.returncode == 2  # a config error: no CA or node key named
+    assert "'root-certificates' must name an existing file" in result.stderr

@@ -187,7 +187,14 @@ LABEL_KEYS = (
     "study-instance-uid",
     "path",
 )
-_SITE_PATHS = ("data_path", "labels_csv", "cache_dir", "dicomweb_password_file")
+_SITE_PATHS = (
+    "data_path",
+    "labels_csv",
+    "cache_dir",
+    "dicomweb_password_file",
+    "root_certificates",
+    "node_key",
+)
 
 
 @dataclass(frozen=True)
@@ -217,6 +224,14 @@ class SiteConfig(CheckedConfig):
     dicomweb_password_file: str = ""
     dicomweb_retries: int = field(default=3, metadata=_range(0, 20))
     dicomweb_timeout: float = field(default=30.0, metadata=_range(0.1, 3600.0))
+    # the hospital daemon (fedward hospital): where the server is, how to trust it
+    superlink: str = ""  # host:port of the aggregation server
+    root_certificates: str = ""  # the consortium's ca.crt
+    node_key: str = ""  # this hospital's node.key (registered with the server)
+    insecure: bool = False  # plain text: for tests on one machine only
+    api_port: int = field(default=9094, metadata=_range(1, 65535))
+    max_restarts: int = field(default=0, metadata=_range(0, None))  # 0: no limit
+    connect_retries: int = field(default=0, metadata=_range(0, None))  # 0: no limit
 
     @classmethod
     def from_site_file(cls, path: Path) -> SiteConfig:
@@ -265,6 +280,66 @@ class SiteConfig(CheckedConfig):
         return problems
 
 
+@dataclass(frozen=True)
+class ServerConfig(CheckedConfig):
+    """The aggregation server's own settings (``fedward server``).
+
+    The federation itself (model, rounds, ...) is a :class:`FedwardConfig` in the
+    ``[federation]`` table of the same file.
+    """
+
+    _scope: ClassVar[str] = "server config"
+
+    address: str = "0.0.0.0:9092"
+    certs_dir: str = "certs"
+    authorized_keys: str = ""  # folder of node.pub files; default <certs>/hospitals
+    insecure: bool = False
+    state_dir: str = "server-state"
+
+    @classmethod
+    def from_server_file(cls, path: Path) -> tuple[ServerConfig, FedwardConfig]:
+        """Read ``server.toml``: server keys at the top, ``[federation]`` below.
+
+        Relative paths are taken from the file's folder.
+        """
+        raw = read_toml_tables(path)
+        federation = _flatten(raw.pop("federation", {}))
+        problems: list[str] = []
+        server = run = None
+        try:
+            server = cls.from_mapping(_flatten(raw))
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+        try:
+            run = FedwardConfig.from_mapping(federation)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+        if problems or server is None or run is None:
+            raise ConfigError(problems)
+        updates: dict[str, Any] = {
+            name: str((path.parent / getattr(server, name)).resolve())
+            for name in ("certs_dir", "authorized_keys", "state_dir")
+            if getattr(server, name) and not Path(getattr(server, name)).is_absolute()
+        }
+        return dataclasses.replace(server, **updates), run
+
+
+def read_toml_tables(path: Path) -> dict[str, Any]:
+    """A TOML file's tables as they are (not flattened).
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing or is not valid TOML.
+    """
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config: file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config: {path} is not valid TOML: {exc}") from None
+
+
 def read_toml(path: Path) -> dict[str, Any]:
     """The keys of a TOML file, tables flattened, not yet checked.
 
@@ -273,13 +348,7 @@ def read_toml(path: Path) -> dict[str, Any]:
     ConfigError
         If the file is missing or is not valid TOML.
     """
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config: file not found: {path}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config: {path} is not valid TOML: {exc}") from None
-    return _flatten(raw)
+    return _flatten(read_toml_tables(path))
 
 
 def _flatten(raw: Mapping[str, Any]) -> dict[str, Any]:

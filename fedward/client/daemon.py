@@ -1,0 +1,106 @@
+"""``fedward hospital``: one hospital's Flower SuperNode, configured by its site.toml.
+
+The site's own file names the server, the CA it trusts, its node key and its
+data; the ClientApp reads the same file (``site-config`` in the node config), so
+nothing about the data comes from the server. The SuperNode reconnects while the
+server is away; SIGTERM stops it cleanly.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from types import FrameType
+
+from fedward.common.config import SiteConfig
+from fedward.common.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+def supernode_command(site: SiteConfig, site_file: Path) -> list[str]:
+    """The ``flower-supernode`` command line for a hospital.
+
+    Raises
+    ------
+    ConfigError
+        Listing every missing connection setting.
+    """
+    problems = []
+    if not site.superlink:
+        problems.append("site config: 'superlink' (host:port of the server) is not set")
+    if not site.insecure:
+        for key in ("root_certificates", "node_key"):
+            value = getattr(site, key)
+            if not value or not Path(value).is_file():
+                name = key.replace("_", "-")
+                problems.append(f"site config: '{name}' must name an existing file")
+    if problems:
+        raise ConfigError(problems)
+    command = [
+        shutil.which("flower-supernode") or "flower-supernode",
+        "--superlink", site.superlink,
+        "--port", str(site.api_port),
+        "--node-config", f'site-config="{site_file.resolve()}"',
+    ]  # fmt: skip
+    if site.connect_retries:
+        command += ["--max-retries", str(site.connect_retries)]
+    if site.insecure:
+        logger.warning("plain-text mode: the connection to the server is not encrypted")
+        return [*command, "--insecure"]
+    return [
+        *command,
+        "--root-certificates", site.root_certificates,
+        "--auth-supernode-private-key", site.node_key,
+    ]  # fmt: skip
+
+
+def run_hospital(
+    site_file: Path, *, backoff: float = 2.0, max_backoff: float = 30.0
+) -> int:
+    """Keep the SuperNode running until SIGTERM; return 0 after a clean stop.
+
+    Flower's SuperNode exits when it cannot reach or activate with the server
+    (server down, key not registered yet). The daemon then starts it again after
+    a back-off that doubles up to ``max_backoff``; ``max-restarts`` in the site
+    file (0: no limit) bounds the attempts.
+    """
+    site = SiteConfig.from_site_file(site_file)
+    command = supernode_command(site, site_file)
+    stopping = False
+    process: subprocess.Popen[bytes] | None = None
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        logger.info("%s: stopping (signal %d)", site.name, signum)
+        if process is not None:
+            process.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    delay, attempts, code = backoff, 0, 0
+    while not stopping:
+        attempts += 1
+        logger.info(
+            "%s: SuperNode start %d for %s", site.name, attempts, site.superlink
+        )
+        process = subprocess.Popen(command)
+        code = process.wait()
+        if stopping:
+            return 0
+        if site.max_restarts and attempts > site.max_restarts:
+            logger.error("%s: SuperNode exited %d; giving up", site.name, code)
+            return code or 1
+        logger.warning(
+            "%s: SuperNode exited with code %d; restarting in %.0fs",
+            site.name,
+            code,
+            delay,
+        )
+        time.sleep(delay)
+        delay = min(delay * 2, max_backoff)
+    return 0

@@ -1,0 +1,128 @@
+"""A real deployment on 127.0.0.1: TLS SuperLink, node authentication, hospital daemons.
+
+Every process is the one users run: ``fedward certs``, ``fedward server`` (Flower's
+SuperLink + ``flwr run``) and ``fedward hospital`` (Flower's SuperNode).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fedward.common.certs import make_ca, make_hospital_key
+from fedward.simulation.demo import write_demo
+from tests.pacs import free_port
+
+pytestmark = pytest.mark.integration
+ROGUE_KEY = "hospitals/rogue/node.key"
+
+
+def fedward(*args: str, log: Path) -> subprocess.Popen[bytes]:
+    out = log.open("wb")
+    return subprocess.Popen(
+        [sys.executable, "-m", "fedward", *args], stdout=out, stderr=out
+    )
+
+
+def site_file(tmp: Path, name: str, port: int, **keys: object) -> Path:
+    lines = [f"{k.replace('_', '-')} = {json.dumps(v)}" for k, v in keys.items()]
+    path = tmp / f"{name}.toml"
+    path.write_text(
+        f'site-name = "{name}"\napi-port = {free_port()}\n' + "\n".join(lines)
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    tmp = tmp_path_factory.mktemp("deploy")
+    port = free_port()
+    assert subprocess.run(
+        [sys.executable, "-m", "fedward", "certs", "init", "--out", str(tmp / "certs"),
+         "--hospital", "st-mary", "--hospital", "general"],
+        capture_output=True, check=False,
+    ).returncode == 0  # fmt: skip
+    make_ca(tmp / "other-ca")  # a CA the server's certificate does not come from
+    make_hospital_key(tmp / "unenrolled", "rogue")
+    write_demo(tmp / "png", 1, seed=0, max_images=24)
+    write_demo(tmp / "dcm", 2, seed=1, max_images=24, fmt="dicom")
+    (tmp / "server.toml").write_text(
+        f'address = "127.0.0.1:{port}"\ncerts-dir = "certs"\nstate-dir = "state"\n'
+        "[federation]\nnum-server-rounds = 2\nlocal-epochs = 1\nimage-size = 64\n"
+    )
+    link, ca = f"127.0.0.1:{port}", str(tmp / "certs" / "ca.crt")
+    png = str(tmp / "png" / "hospital-1")
+    key = str(tmp / "certs" / "hospitals" / "{}" / "node.key")
+    good = {
+        "st-mary": site_file(tmp, "st-mary", port, source="folders",
+                             data_path=png, superlink=link,
+                             root_certificates=ca, node_key=key.format("st-mary")),
+        "general": site_file(tmp, "general", port, source="dicom",
+                             data_path=str(tmp / "dcm" / "hospital-2"),
+                             labels_csv=str(tmp / "dcm" / "hospital-2" / "labels.csv"),
+                             superlink=link, root_certificates=ca,
+                             node_key=key.format("general")),
+    }  # fmt: skip
+    once = {"max_restarts": 1, "connect_retries": 2, "source": "folders",
+            "superlink": link, "data_path": png}  # fmt: skip
+    bad = {
+        "unregistered": site_file(tmp, "rogue", port, **once, root_certificates=ca,
+                                  node_key=str(tmp / "unenrolled" / ROGUE_KEY)),
+        "wrong-ca": site_file(tmp, "wrong-ca", port, **once,
+                              root_certificates=str(tmp / "other-ca" / "ca.crt"),
+                              node_key=key.format("st-mary")),
+        "plain-text": site_file(tmp, "plain", port, **once, insecure=True),
+    }  # fmt: skip
+    daemons = {
+        name: fedward("hospital", "--config", str(path), log=tmp / f"{name}.log")
+        for name, path in {**good, **bad}.items()
+    }
+    server = subprocess.run(
+        [sys.executable, "-m", "fedward", "server",
+         "--config", str(tmp / "server.toml"), "--run-dir", str(tmp / "run")],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    codes = {}
+    for name, proc in daemons.items():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        codes[name] = proc.wait(timeout=60)
+    return {"tmp": tmp, "server": server, "codes": codes}
+
+
+def test_two_hospitals_train_two_rounds_over_tls(federation: dict[str, object]) -> None:
+    tmp = Path(str(federation["tmp"]))
+    server = federation["server"]
+    assert isinstance(server, subprocess.CompletedProcess)
+
+    assert server.returncode == 0, server.stdout[-2000:] + server.stderr[-3000:]
+    summary = json.loads((tmp / "run" / "summary.json").read_text())
+    assert summary["rounds"] == 2
+    assert set(summary["final"]["sites"]) == {"st-mary", "general"}
+    assert summary["final"]["global"]["num-examples"] == sum(
+        s["num-examples"] for s in summary["final"]["sites"].values()
+    )
+    assert (tmp / "run" / "export" / "model.onnx").is_file()
+    codes = federation["codes"]
+    assert isinstance(codes, dict)
+    assert codes["st-mary"] == codes["general"] == 0  # stopped cleanly by SIGTERM
+
+
+@pytest.mark.parametrize("daemon", ["unregistered", "wrong-ca", "plain-text"])
+def test_hospitals_the_server_must_not_accept_are_refused(
+    federation: dict[str, object], daemon: str
+) -> None:
+    tmp = Path(str(federation["tmp"]))
+    codes = federation["codes"]
+    assert isinstance(codes, dict)
+    summary = json.loads((tmp / "run" / "summary.json").read_text())
+
+    assert codes[daemon] != 0  # gave up after its one retry
+    log = (tmp / f"{daemon}.log").read_text()
+    assert "giving up" in log
+    assert {"rogue", "wrong-ca", "plain"}.isdisjoint(summary["final"]["sites"])
