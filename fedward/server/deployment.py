@@ -114,6 +114,9 @@ def run_server(server: ServerConfig, run: FedwardConfig, run_config: Path) -> in
     """Serve one federation; return the ``flwr run`` exit code."""
     state = Path(server.state_dir)
     state.mkdir(parents=True, exist_ok=True)
+    # a fresh SuperLink state per federation: exactly the keys present now may join,
+    # so removing a hospital's .pub and restarting removes the hospital
+    (state / "superlink.db").unlink(missing_ok=True)
     flwr_home = state / "flwr-home"
     write_connection(server, flwr_home)
     env = {**_environ(), "FLWR_HOME": str(flwr_home)}
