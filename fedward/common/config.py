@@ -133,6 +133,9 @@ class FedwardConfig(CheckedConfig):
     num_hospitals: int = field(default=3, metadata=_range(1, 1_000))
     dirichlet_alpha: float = field(default=0.5, metadata=_range(1e-3, 1e3))
     server_test_data: str = ""
+    # seconds a round waits for hospitals' replies; a hospital that drops out is
+    # left out of that round once the others (at least the minimum) have answered
+    round_timeout: float = field(default=3600.0, metadata=_range(1.0, None))
     best_metric: str = field(
         default="f1",
         metadata=_choices(

@@ -63,6 +63,7 @@ def run_federation(grid: Grid, config: FedwardConfig) -> dict[str, object]:
         grid=grid,
         initial_arrays=to_arrays(model),
         num_rounds=config.num_server_rounds,
+        timeout=config.round_timeout,
         evaluate_fn=evaluate_fn,
     )
     export_model(

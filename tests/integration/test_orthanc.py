@@ -7,6 +7,7 @@ are skipped: they never start a server reachable from outside.
 """
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -148,11 +149,7 @@ def test_a_hospital_trains_a_round_from_the_pacs(
     site, _ = pacs_site
     toml = tmp_path / "site.toml"
     toml.write_text(
-        "\n".join(
-            f'{k} = "{v}"' if isinstance(v, str) else f"{k} = {v}"
-            for k, v in site.to_mapping().items()
-        )
-        + "\n"
+        "\n".join(f"{k} = {json.dumps(v)}" for k, v in site.to_mapping().items()) + "\n"
     )
     model = get_model("seed-cnn", num_classes=2, image_size=RUN.image_size)
     content = RecordDict(
