@@ -8,6 +8,7 @@ app with ``flwr run`` and waits for it; SIGTERM stops everything cleanly.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import signal
 import socket
@@ -119,7 +120,7 @@ def run_server(server: ServerConfig, run: FedwardConfig, run_config: Path) -> in
     (state / "superlink.db").unlink(missing_ok=True)
     flwr_home = state / "flwr-home"
     write_connection(server, flwr_home)
-    env = {**_environ(), "FLWR_HOME": str(flwr_home)}
+    env = {**os.environ, "FLWR_HOME": str(flwr_home)}
     log = (state / "superlink.log").open("ab")
     superlink = subprocess.Popen(
         superlink_command(server), stdout=log, stderr=log, env=env
@@ -158,9 +159,3 @@ def run_server(server: ServerConfig, run: FedwardConfig, run_config: Path) -> in
             except subprocess.TimeoutExpired:
                 child.kill()
         log.close()
-
-
-def _environ() -> dict[str, str]:
-    import os
-
-    return dict(os.environ)
