@@ -73,7 +73,9 @@ def register(app: typer.Typer, setup_logging: Callable[[], None]) -> None:
         """Make the consortium CA, the server certificate and hospital node keys."""
         from fedward.common.certs import make_ca, make_hospital_key, make_server_cert
 
-        names = server_name or ["localhost", "127.0.0.1"]
+        # the server registers hospital keys over its own loopback, so the
+        # certificate always names it too
+        names = list(dict.fromkeys([*(server_name or []), "localhost", "127.0.0.1"]))
         typer.echo(f"CA: {make_ca(out)[0]}")
         typer.echo(f"server: {make_server_cert(out, names)[0]} for {', '.join(names)}")
         for name in hospital or []:
