@@ -16,6 +16,7 @@ import pytest
 
 from fedward.common.certs import make_ca, make_hospital_key
 from fedward.simulation.demo import write_demo
+from tests.deploy import consortium, site_file
 from tests.pacs import free_port
 
 pytestmark = pytest.mark.integration
@@ -29,40 +30,26 @@ def fedward(*args: str, log: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def site_file(tmp: Path, name: str, port: int, **keys: object) -> Path:
-    lines = [f"{k.replace('_', '-')} = {json.dumps(v)}" for k, v in keys.items()]
-    path = tmp / f"{name}.toml"
-    path.write_text(
-        f'site-name = "{name}"\napi-port = {free_port()}\n' + "\n".join(lines)
-    )
-    return path
-
-
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     tmp = tmp_path_factory.mktemp("deploy")
     port = free_port()
-    assert subprocess.run(
-        [sys.executable, "-m", "fedward", "certs", "init", "--out", str(tmp / "certs"),
-         "--hospital", "st-mary", "--hospital", "general"],
-        capture_output=True, check=False,
-    ).returncode == 0  # fmt: skip
+    server_toml = consortium(
+        tmp, ["st-mary", "general"], f"127.0.0.1:{port}",
+        num_server_rounds=2, local_epochs=1, image_size=64,
+    )  # fmt: skip
     make_ca(tmp / "other-ca")  # a CA the server's certificate does not come from
     make_hospital_key(tmp / "unenrolled", "rogue")
     write_demo(tmp / "png", 1, seed=0, max_images=24)
     write_demo(tmp / "dcm", 2, seed=1, max_images=24, fmt="dicom")
-    (tmp / "server.toml").write_text(
-        f'address = "127.0.0.1:{port}"\ncerts-dir = "certs"\nstate-dir = "state"\n'
-        "[federation]\nnum-server-rounds = 2\nlocal-epochs = 1\nimage-size = 64\n"
-    )
     link, ca = f"127.0.0.1:{port}", str(tmp / "certs" / "ca.crt")
     png = str(tmp / "png" / "hospital-1")
     key = str(tmp / "certs" / "hospitals" / "{}" / "node.key")
     good = {
-        "st-mary": site_file(tmp, "st-mary", port, source="folders",
+        "st-mary": site_file(tmp, "st-mary", source="folders",
                              data_path=png, superlink=link,
                              root_certificates=ca, node_key=key.format("st-mary")),
-        "general": site_file(tmp, "general", port, source="dicom",
+        "general": site_file(tmp, "general", source="dicom",
                              data_path=str(tmp / "dcm" / "hospital-2"),
                              labels_csv=str(tmp / "dcm" / "hospital-2" / "labels.csv"),
                              superlink=link, root_certificates=ca,
@@ -71,12 +58,12 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     once = {"max_restarts": 1, "connect_retries": 2, "source": "folders",
             "superlink": link, "data_path": png}  # fmt: skip
     bad = {
-        "unregistered": site_file(tmp, "rogue", port, **once, root_certificates=ca,
+        "unregistered": site_file(tmp, "rogue", **once, root_certificates=ca,
                                   node_key=str(tmp / "unenrolled" / ROGUE_KEY)),
-        "wrong-ca": site_file(tmp, "wrong-ca", port, **once,
+        "wrong-ca": site_file(tmp, "wrong-ca", **once,
                               root_certificates=str(tmp / "other-ca" / "ca.crt"),
                               node_key=key.format("st-mary")),
-        "plain-text": site_file(tmp, "plain", port, **once, insecure=True),
+        "plain-text": site_file(tmp, "plain", **once, insecure=True),
     }  # fmt: skip
     daemons = {
         name: fedward("hospital", "--config", str(path), log=tmp / f"{name}.log")
@@ -84,7 +71,7 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     }
     server = subprocess.run(
         [sys.executable, "-m", "fedward", "server",
-         "--config", str(tmp / "server.toml"), "--run-dir", str(tmp / "run")],
+         "--config", str(server_toml), "--run-dir", str(tmp / "run")],
         capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     codes = {}

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from fedward.simulation.demo import write_demo
+from tests.deploy import consortium, site_file
 from tests.pacs import free_port
 
 pytestmark = pytest.mark.integration
@@ -45,31 +46,27 @@ def wait_for(run: Path, scope: str, server_round: int, timeout: float = 400) -> 
 
 def test_a_killed_hospital_is_left_out_then_rejoins(tmp_path: Path) -> None:
     port = free_port()
-    subprocess.run(
-        [sys.executable, "-m", "fedward", "certs", "init",
-         "--out", str(tmp_path / "certs"),
-         *(a for h in HOSPITALS for a in ("--hospital", h))],
-        check=True, capture_output=True,
+    server_toml = consortium(
+        tmp_path, HOSPITALS, f"127.0.0.1:{port}",
+        num_server_rounds=4, local_epochs=1, image_size=64, round_timeout=45.0,
     )  # fmt: skip
     write_demo(tmp_path / "data", 3, seed=0, max_images=24)
-    (tmp_path / "server.toml").write_text(
-        f'address = "127.0.0.1:{port}"\ncerts-dir = "certs"\nstate-dir = "state"\n'
-        "[federation]\nnum-server-rounds = 4\nlocal-epochs = 1\nimage-size = 64\n"
-        "round-timeout = 45.0\n"
-    )
-    sites = {}
-    for i, name in enumerate(HOSPITALS, start=1):
-        sites[name] = tmp_path / f"{name}.toml"
-        sites[name].write_text(
-            f'site-name = "{name}"\ndata-path = "data/hospital-{i}"\n'
-            f'superlink = "127.0.0.1:{port}"\nroot-certificates = "certs/ca.crt"\n'
-            f'node-key = "certs/hospitals/{name}/node.key"\napi-port = {free_port()}\n'
+    sites = {
+        name: site_file(
+            tmp_path,
+            name,
+            data_path=f"data/hospital-{i}",
+            superlink=f"127.0.0.1:{port}",
+            root_certificates="certs/ca.crt",
+            node_key=f"certs/hospitals/{name}/node.key",
         )
+        for i, name in enumerate(HOSPITALS, start=1)
+    }
     daemons = {n: daemon(sites[n], tmp_path / f"{n}.log") for n in HOSPITALS}
     run = tmp_path / "run"
     server = subprocess.Popen(
         [sys.executable, "-m", "fedward", "server",
-         "--config", str(tmp_path / "server.toml"), "--run-dir", str(run)],
+         "--config", str(server_toml), "--run-dir", str(run)],
         stdout=subprocess.DEVNULL, stderr=(tmp_path / "server.log").open("wb"),
     )  # fmt: skip
     try:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from fedward.simulation.demo import write_demo
+from tests.deploy import consortium, site_file
 
 pytestmark = pytest.mark.integration
 PORT = 9092
@@ -95,28 +96,20 @@ def test_federation_across_network_namespaces(tmp_path: Path, netem: bool) -> No
         pytest.skip(reason)
     names = ["st-mary", "general"]
     with topology(len(names), netem) as (server_ns, site_ns, addresses):
-        subprocess.run(
-            [sys.executable, "-m", "fedward", "certs", "init",
-             "--out", str(tmp_path / "certs"),
-             *(a for n in names for a in ("--hospital", n)),
-             *(a for addr in addresses for a in ("--server-name", addr))],
-            check=True, capture_output=True,
+        server_toml = consortium(
+            tmp_path, names, f"0.0.0.0:{PORT}", server_names=addresses,
+            num_server_rounds=2, local_epochs=1, image_size=48,
         )  # fmt: skip
         write_demo(tmp_path / "data", 2, seed=0, max_images=16)
-        (tmp_path / "server.toml").write_text(
-            f'address = "0.0.0.0:{PORT}"\ncerts-dir = "certs"\nstate-dir = "state"\n'
-            "[federation]\nnum-server-rounds = 2\nlocal-epochs = 1\nimage-size = 48\n"
-        )
         daemons = []
         for i, (name, ns, addr) in enumerate(
             zip(names, site_ns, addresses, strict=True)
         ):
-            site = tmp_path / f"{name}.toml"
-            site.write_text(
-                f'site-name = "{name}"\ndata-path = "data/hospital-{i + 1}"\n'
-                f'superlink = "{addr}:{PORT}"\nroot-certificates = "certs/ca.crt"\n'
-                f'node-key = "certs/hospitals/{name}/node.key"\n'
-            )
+            site = site_file(
+                tmp_path, name, data_path=f"data/hospital-{i + 1}",
+                superlink=f"{addr}:{PORT}", root_certificates="certs/ca.crt",
+                node_key=f"certs/hospitals/{name}/node.key",
+            )  # fmt: skip
             log = (tmp_path / f"{name}.log").open("wb")
             daemons.append(subprocess.Popen(
                 ["ip", "netns", "exec", ns, sys.executable, "-m", "fedward", "hospital",
@@ -126,7 +119,7 @@ def test_federation_across_network_namespaces(tmp_path: Path, netem: bool) -> No
         try:
             server = subprocess.run(
                 ["ip", "netns", "exec", server_ns, sys.executable, "-m", "fedward",
-                 "server", "--config", str(tmp_path / "server.toml"),
+                 "server", "--config", str(server_toml),
                  "--run-dir", str(tmp_path / "run")],
                 capture_output=True, text=True, timeout=900, check=False,
             )  # fmt: skip
