@@ -11,7 +11,7 @@ import typer
 
 
 def register(app: typer.Typer, setup_logging: Callable[[], None]) -> None:
-    """Add ``server``, ``hospital`` and ``certs`` to the ``fedward`` command."""
+    """Add ``server``, ``hospital`` (and its approvals) and ``certs`` to ``fedward``."""
     certs_app = typer.Typer(
         help="Consortium keys: CA, server, hospitals.", no_args_is_help=True
     )
@@ -46,17 +46,81 @@ def register(app: typer.Typer, setup_logging: Callable[[], None]) -> None:
             raise typer.Exit(code)
         typer.echo(f"Run folder: {target}")
 
-    @app.command()
+    hospital_app = typer.Typer(
+        help="This hospital's daemon and the app code it approves.",
+        invoke_without_command=True,
+    )
+    app.add_typer(hospital_app, name="hospital")
+
+    @hospital_app.callback()
     def hospital(
-        config: Annotated[Path, typer.Option(help="The hospital's site.toml.")],
+        ctx: typer.Context,
+        config: Annotated[
+            Path | None, typer.Option(help="The hospital's site.toml.")
+        ] = None,
     ) -> None:
         """Run this hospital's daemon (Flower SuperNode + fedward ClientApp)."""
+        if ctx.invoked_subcommand is not None:
+            return
+        if config is None:
+            raise typer.BadParameter(
+                "--config site.toml is needed", param_hint="--config"
+            )
         setup_logging()
         from fedward.client.daemon import run_hospital
 
         code = run_hospital(config)
         if code:
             raise typer.Exit(code)
+
+    @hospital_app.command("approve")
+    def approve(
+        config: Annotated[Path, typer.Option(help="The hospital's site.toml.")],
+        fab: Annotated[
+            Path | None,
+            typer.Option(help="App bundle to review (default: the fedward here)."),
+        ] = None,
+        yes: Annotated[
+            bool, typer.Option("--yes", help="Approve without asking.")
+        ] = False,
+    ) -> None:
+        """Show an app bundle and pin its hash: the only code this hospital runs."""
+        from fedward.client.approval import record_approval
+        from fedward.common.config import SiteConfig
+        from fedward.common.fab import AppBundleError, AppSummary, build_app
+
+        site = SiteConfig.from_site_file(config)
+        bundle = AppSummary.from_fab(fab.read_bytes() if fab else build_app())
+        try:
+            installed = AppSummary.from_fab(build_app())
+        except AppBundleError:
+            installed = None
+        typer.echo("\n".join(bundle.describe(installed)))
+        if not yes and not typer.confirm(f"Approve this app for {site.name}?"):
+            raise typer.Exit(1)
+        where = Path(site.approved_apps)
+        new = record_approval(where, bundle)
+        typer.echo(f"{'approved' if new else 'already approved'}: {where}")
+
+    @hospital_app.command("approvals")
+    def approvals(
+        config: Annotated[Path, typer.Option(help="The hospital's site.toml.")],
+        revoke: Annotated[
+            str | None,
+            typer.Option(help="Withdraw the approval with this hash prefix."),
+        ] = None,
+    ) -> None:
+        """List the approved app hashes, or revoke one."""
+        from fedward.client import approval
+        from fedward.common.config import SiteConfig
+
+        where = Path(SiteConfig.from_site_file(config).approved_apps)
+        if revoke:
+            for gone in approval.revoke(where, revoke):
+                typer.echo(f"revoked {gone['sha256']}")
+        for entry in approval.read_approvals(where):
+            typer.echo(f"{entry['sha256']}  {entry.get('app')} {entry.get('version')} "
+                       f"approved {entry.get('approved-at')}")  # fmt: skip
 
     @certs_app.command("init")
     def certs_init(

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from fedward.client.approval import record_approval
+from fedward.common.fab import AppSummary, app_dir, build_app
 from tests.pacs import free_port
 
 
@@ -38,8 +42,33 @@ def consortium(
     return path
 
 
-def site_file(tmp: Path, name: str, **keys: object) -> Path:
-    """``<name>.toml`` with a free SuperNode API port and ``keys``."""
+@functools.cache
+def this_app() -> AppSummary:
+    """The app bundle ``fedward server`` ships from this checkout."""
+    return AppSummary.from_fab(build_app())
+
+
+def other_app(tmp: Path) -> Path:
+    """A bundle of other code: this checkout with a line added to the ClientApp."""
+    project = tmp / "other-app"
+    shutil.copytree(app_dir() / "fedward", project / "fedward",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    shutil.copy(app_dir() / "pyproject.toml", project / "pyproject.toml")
+    with (project / "fedward" / "client" / "client_app.py").open("a") as f:
+        f.write("# not what the hospital approved\n")
+    fab = tmp / "other-app.fab"
+    fab.write_bytes(build_app(project))
+    return fab
+
+
+def site_file(tmp: Path, name: str, *, approve: bool = True, **keys: object) -> Path:
+    """``<name>.toml`` with a free SuperNode API port and ``keys``.
+
+    With ``approve``, this checkout's app is approved in the site's (default)
+    approvals file, ``<name>-approved-apps.json`` beside it.
+    """
     path = tmp / f"{name}.toml"
     path.write_text(_toml({"site_name": name, "api_port": free_port(), **keys}))
+    if approve:
+        record_approval(tmp / f"{name}-approved-apps.json", this_app())
     return path

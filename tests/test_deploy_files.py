@@ -31,6 +31,9 @@ def test_compose_services_reference_existing_files() -> None:
         for network in services[name]["networks"]:
             assert network in compose["networks"]
     assert compose["networks"]["general-lan"]["internal"] is True
+    for name in ("st-mary", "general"):  # approve the image's code, then run
+        script = services[name]["command"][0]
+        assert script.index("fedward hospital approve") < script.index("exec fedward")
 
 
 def test_compose_configs_pass_fedward_checks() -> None:

@@ -4,18 +4,26 @@ The site's own file names the server, the CA it trusts, its node key and its
 data; the ClientApp reads the same file (``site-config`` in the node config), so
 nothing about the data comes from the server. The SuperNode reconnects while the
 server is away; SIGTERM stops it cleanly.
+
+Every task Flower starts goes through the gate (:mod:`fedward.client.gate`): the
+daemon puts a ``flwr-clientapp`` that runs it first on the SuperNode's PATH, so
+only app code whose hash the hospital approved is unpacked and run.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from types import FrameType
 
+from fedward.client.approval import read_approvals
+from fedward.client.gate import APPROVALS_ENV, SITE_ENV
 from fedward.common.config import SiteConfig
 from fedward.common.errors import ConfigError
 
@@ -59,6 +67,28 @@ def supernode_command(site: SiteConfig, site_file: Path) -> list[str]:
     ]  # fmt: skip
 
 
+def gated_environment(site: SiteConfig) -> dict[str, str]:
+    """The SuperNode's environment: the gate first on PATH, a private FLWR_HOME.
+
+    Flower's SuperExec starts ``flwr-clientapp`` by name for every task; ours
+    runs the approval check, then Flower's own ClientApp process. Approved
+    bundles are unpacked under ``daemon-dir``, apart from other sites.
+    """
+    home = Path(site.daemon_dir)
+    bin_dir = home / "bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    gate = bin_dir / "flwr-clientapp"
+    gate.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m fedward.client.gate "$@"\n')
+    gate.chmod(0o755)
+    return {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "FLWR_HOME": str(home / "flwr"),
+        APPROVALS_ENV: site.approved_apps,
+        SITE_ENV: site.name,
+    }
+
+
 def run_hospital(
     site_file: Path, *, backoff: float = 2.0, max_backoff: float = 30.0
 ) -> int:
@@ -71,6 +101,16 @@ def run_hospital(
     """
     site = SiteConfig.from_site_file(site_file)
     command = supernode_command(site, site_file)
+    env = gated_environment(site)
+    approved = read_approvals(Path(site.approved_apps))
+    if not approved:
+        logger.warning(
+            "%s: no app approved in %s; every run is refused until one is "
+            "(fedward hospital approve)", site.name, site.approved_apps,
+        )  # fmt: skip
+    for app in approved:
+        logger.info("%s: approved %s %s sha256 %s", site.name,
+                    app.get("app"), app.get("version"), app["sha256"][:16])  # fmt: skip
     stopping = False
     process: subprocess.Popen[bytes] | None = None
 
@@ -88,7 +128,7 @@ def run_hospital(
         logger.info(
             "%s: SuperNode start %d for %s", site.name, attempts, site.superlink
         )
-        process = subprocess.Popen(command)
+        process = subprocess.Popen(command, env=env)
         code = process.wait()
         if stopping:
             return 0

@@ -197,6 +197,8 @@ _SITE_PATHS = (
     "dicomweb_password_file",
     "root_certificates",
     "node_key",
+    "approved_apps",
+    "daemon_dir",
 )
 
 
@@ -235,11 +237,20 @@ class SiteConfig(CheckedConfig):
     api_port: int = field(default=9094, metadata=_range(1, 65535))
     max_restarts: int = field(default=0, metadata=_range(0, None))  # 0: no limit
     connect_retries: int = field(default=0, metadata=_range(0, None))  # 0: no limit
+    # approved code: the app hashes this hospital runs (fedward hospital approve);
+    # empty: <site-name>-approved-apps.json and <site-name>-daemon beside site.toml
+    approved_apps: str = ""
+    daemon_dir: str = ""  # the daemon's own files: gate, unpacked approved app
 
     @classmethod
     def from_site_file(cls, path: Path) -> SiteConfig:
         """Read ``site.toml``; relative paths are taken from its folder."""
         config = cls.from_toml(path)
+        config = dataclasses.replace(
+            config,
+            approved_apps=config.approved_apps or f"{config.name}-approved-apps.json",
+            daemon_dir=config.daemon_dir or f"{config.name}-daemon",
+        )
         updates: dict[str, Any] = {
             name: str((path.parent / getattr(config, name)).resolve())
             for name in _SITE_PATHS

@@ -27,21 +27,29 @@ def federated_data_check(
 
     Warnings (label skew, scanner shift) are logged and, with every site's
     aggregates, written to ``data-check.json`` in the run folder. A hospital that
-    fails to answer is noted, not fatal.
+    fails to answer is noted with its error (a refusal of unapproved code, a data
+    problem), not fatal.
     """
     messages = [
         Message(RecordDict({RecordKey.CONFIG: ConfigRecord()}), node, MessageType.QUERY)
         for node in grid.get_node_ids()
     ]
     stats: dict[str, dict[str, Any]] = {}
-    failed = 0
+    failures: dict[str, str] = {}
     for reply in grid.send_and_receive(messages, timeout=timeout):
         record = None if reply.has_error() else reply.content.get(RecordKey.SITE_STATS)
         if not isinstance(record, ConfigRecord):
-            failed += 1
+            node = f"node {reply.metadata.src_node_id}"
+            reason = reply.error.reason if reply.has_error() else None
+            failures[node] = reason or "no statistics"
+            logger.warning("data check: %s failed: %s", node, failures[node])
             continue
         stats[site_name(reply)] = json.loads(str(record[RecordKey.SITE_STATS]))
-    result: dict[str, Any] = {"sites-answered": len(stats), "sites-failed": failed}
+    result: dict[str, Any] = {
+        "sites-answered": len(stats),
+        "sites-failed": len(failures),
+        "failures": failures,
+    }
     if stats:
         result |= compare_sites(stats, config.classes)
         result["site-statistics"] = stats

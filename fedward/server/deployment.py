@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 from types import FrameType
 
-import fedward
 from fedward.common.config import FedwardConfig, ServerConfig
 from fedward.common.errors import ConfigError, FedwardError
+from fedward.common.fab import AppSummary, app_dir, build_app
 
 logger = logging.getLogger(__name__)
 
@@ -33,14 +33,6 @@ def _host_port(address: str) -> tuple[str, int]:
             f"server config: 'address' must be host:port, got {address!r}"
         )
     return host, int(port)
-
-
-def app_dir() -> Path:
-    """The fedward project folder (with pyproject.toml) that ``flwr run`` bundles."""
-    root = Path(fedward.__file__).resolve().parent.parent
-    if not (root / "pyproject.toml").is_file():
-        raise FedwardError("fedward server needs a source checkout (pip install -e .)")
-    return root
 
 
 def superlink_command(server: ServerConfig) -> list[str]:
@@ -142,6 +134,13 @@ def run_server(server: ServerConfig, run: FedwardConfig, run_config: Path) -> in
                     env=env, check=True, capture_output=True,
                 )  # fmt: skip
                 logger.info("registered hospital key %s", key.parent.name or key.name)
+        # flwr run builds the same bundle (deterministically): publish its hash
+        # and the file, which hospitals review with fedward hospital approve
+        bundle = build_app()
+        (state / "app.fab").write_bytes(bundle)
+        app = AppSummary.from_fab(bundle)
+        logger.info("app %s %s sha256 %s (%s); hospitals must have approved it",
+                    app.app, app.version, app.sha256, state / "app.fab")  # fmt: skip
         submit = subprocess.Popen(
             ["flwr", "run", str(app_dir()), CONNECTION, "--run-config", str(run_config),
              "--stream"],

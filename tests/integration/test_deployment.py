@@ -11,12 +11,13 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from fedward.common.certs import make_ca, make_hospital_key
 from fedward.simulation.demo import write_demo
-from tests.deploy import consortium, site_file
+from tests.deploy import consortium, other_app, site_file, this_app
 from tests.pacs import free_port
 
 pytestmark = pytest.mark.integration
@@ -34,9 +35,11 @@ def fedward(*args: str, log: Path) -> subprocess.Popen[bytes]:
 def federation(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     tmp = tmp_path_factory.mktemp("deploy")
     port = free_port()
+    # st-luke is enrolled but approved other app code: it must refuse the run;
+    # all three must be connected before the first round
     server_toml = consortium(
-        tmp, ["st-mary", "general"], f"127.0.0.1:{port}",
-        num_server_rounds=2, local_epochs=1, image_size=64,
+        tmp, ["st-mary", "general", "st-luke"], f"127.0.0.1:{port}",
+        num_server_rounds=2, local_epochs=1, image_size=64, min_available_nodes=3,
     )  # fmt: skip
     make_ca(tmp / "other-ca")  # a CA the server's certificate does not come from
     make_hospital_key(tmp / "unenrolled", "rogue")
@@ -46,17 +49,32 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     png = str(tmp / "png" / "hospital-1")
     key = str(tmp / "certs" / "hospitals" / "{}" / "node.key")
     good = {
-        "st-mary": site_file(tmp, "st-mary", source="folders",
+        "st-mary": site_file(tmp, "st-mary", source="folders", approve=False,
                              data_path=png, superlink=link,
                              root_certificates=ca, node_key=key.format("st-mary")),
-        "general": site_file(tmp, "general", source="dicom",
+        "general": site_file(tmp, "general", source="dicom", approve=False,
                              data_path=str(tmp / "dcm" / "hospital-2"),
                              labels_csv=str(tmp / "dcm" / "hospital-2" / "labels.csv"),
                              superlink=link, root_certificates=ca,
                              node_key=key.format("general")),
+        "other-code": site_file(tmp, "st-luke", source="folders", approve=False,
+                                data_path=png, superlink=link, root_certificates=ca,
+                                node_key=key.format("st-luke")),
     }  # fmt: skip
-    once = {"max_restarts": 1, "connect_retries": 2, "source": "folders",
-            "superlink": link, "data_path": png}  # fmt: skip
+    # each hospital reviews and approves with the real command: the good ones
+    # the code installed here (what the server ships), st-luke a different bundle
+    approvals = {name: ["--config", str(path), "--yes"] for name, path in good.items()}
+    approvals["other-code"] += ["--fab", str(other_app(tmp))]
+    reviews = {
+        name: subprocess.run(
+            [sys.executable, "-m", "fedward", "hospital", "approve", *args],
+            capture_output=True, text=True, check=True,
+        ).stdout
+        for name, args in approvals.items()
+    }  # fmt: skip
+    once: dict[str, Any] = {"max_restarts": 1, "connect_retries": 2,
+                            "source": "folders", "superlink": link,
+                            "data_path": png}  # fmt: skip
     bad = {
         "unregistered": site_file(tmp, "rogue", **once, root_certificates=ca,
                                   node_key=str(tmp / "unenrolled" / ROGUE_KEY)),
@@ -79,7 +97,7 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
         codes[name] = proc.wait(timeout=60)
-    return {"tmp": tmp, "server": server, "codes": codes}
+    return {"tmp": tmp, "server": server, "codes": codes, "reviews": reviews}
 
 
 def test_two_hospitals_train_two_rounds_over_tls(federation: dict[str, object]) -> None:
@@ -98,6 +116,13 @@ def test_two_hospitals_train_two_rounds_over_tls(federation: dict[str, object]) 
     codes = federation["codes"]
     assert isinstance(codes, dict)
     assert codes["st-mary"] == codes["general"] == 0  # stopped cleanly by SIGTERM
+    # what ran at each good hospital is the bundle it approved, unpacked in its
+    # own daemon folder
+    for name in ("st-mary", "general"):
+        unpacked = [
+            p.name for p in (tmp / f"{name}-daemon" / "flwr" / "apps").iterdir()
+        ]
+        assert unpacked == [f"fedward.fedward.0.1.0.{this_app().sha256[:8]}"]
 
 
 @pytest.mark.parametrize("daemon", ["unregistered", "wrong-ca", "plain-text"])
@@ -113,3 +138,26 @@ def test_hospitals_the_server_must_not_accept_are_refused(
     log = (tmp / f"{daemon}.log").read_text()
     assert "giving up" in log
     assert {"rogue", "wrong-ca", "plain"}.isdisjoint(summary["final"]["sites"])
+
+
+def test_a_hospital_refuses_app_code_it_did_not_approve(
+    federation: dict[str, object],
+) -> None:
+    tmp = Path(str(federation["tmp"]))
+    reviews = federation["reviews"]
+    assert isinstance(reviews, dict)
+    sha = this_app().sha256
+    refusal = f"hospital st-luke refuses app fedward/fedward 0.1.0 (sha256 {sha})"
+
+    # what approve showed: the bundle differs from the code here in one file
+    assert "1 file(s) differ" in reviews["other-code"]
+    assert "~ fedward/client/client_app.py" in reviews["other-code"]
+    assert "compared with the fedward installed here: identical" in reviews["st-mary"]
+    # the hospital logged the refusal, the server recorded it as the site's error,
+    # and the code was never unpacked on the hospital's machine
+    assert refusal in (tmp / "other-code.log").read_text()
+    failures = json.loads((tmp / "run" / "data-check.json").read_text())["failures"]
+    assert [refusal in reason for reason in failures.values()] == [True]
+    assert not (tmp / "st-luke-daemon" / "flwr" / "apps").exists()
+    summary = json.loads((tmp / "run" / "summary.json").read_text())
+    assert "st-luke" not in summary["final"]["sites"]

@@ -1,4 +1,6 @@
 import csv
+import dataclasses
+import re
 from pathlib import Path
 
 import numpy as np
@@ -156,10 +158,14 @@ def test_site_config_problems_are_reported_together() -> None:
 def test_the_example_site_file_is_valid() -> None:
     root = Path(__file__).resolve().parents[3]
 
-    site = SiteConfig.from_site_file(root / "deploy" / "site.example.toml")
+    example = root / "deploy" / "site.example.toml"
+    site = SiteConfig.from_site_file(example)
 
     assert site.source == "dicom"
     assert site.select.startswith("Modality=")
+    text = example.read_text()
+    for key in (f.name.replace("_", "-") for f in dataclasses.fields(SiteConfig)):
+        assert re.search(rf"^(# )?{key} = ", text, re.MULTILINE), key
 
 
 def test_a_source_module_registers_itself_and_config_accepts_it(tmp_path: Path) -> None:
