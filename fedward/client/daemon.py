@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -70,16 +71,26 @@ def supernode_command(site: SiteConfig, site_file: Path) -> list[str]:
 def gated_environment(site: SiteConfig) -> dict[str, str]:
     """The SuperNode's environment: the gate first on PATH, a private FLWR_HOME.
 
-    Flower's SuperExec starts ``flwr-clientapp`` by name for every task; ours
-    runs the approval check, then Flower's own ClientApp process. Approved
-    bundles are unpacked under ``daemon-dir``, apart from other sites.
+    Flower's SuperExec starts each task's process by command name
+    (``flwr-clientapp`` for a ClientApp). Ours runs the approval check, then
+    Flower's own ClientApp process; every other task command (an agent app, a
+    server app, ...) is shadowed by one that refuses, since a hospital runs only
+    ClientApps. Approved bundles are unpacked under ``daemon-dir``.
     """
+    from flwr.supercore.constant import TASK_TYPE_TO_COMMAND, TaskType
+
     home = Path(site.daemon_dir)
     bin_dir = home / "bin"
     bin_dir.mkdir(parents=True, exist_ok=True)
-    gate = bin_dir / "flwr-clientapp"
-    gate.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m fedward.client.gate "$@"\n')
-    gate.chmod(0o755)
+    for task, name in TASK_TYPE_TO_COMMAND.items():
+        if task == TaskType.CLIENT_APP:
+            body = f'exec {shlex.quote(sys.executable)} -m fedward.client.gate "$@"'
+        else:
+            refusal = f"fedward: {site.name} runs only ClientApps; refused {name}"
+            body = f"echo {shlex.quote(refusal)} >&2\nexit 1"
+        script = bin_dir / name
+        script.write_text(f"#!/bin/sh\n{body}\n")
+        script.chmod(0o755)
     return {
         **os.environ,
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",

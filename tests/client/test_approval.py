@@ -155,6 +155,14 @@ def test_the_daemon_puts_the_gate_in_front_of_flowers_clientapp(
         timeout=60, check=True,
     )  # fmt: skip
     assert "Run a Flower ClientApp" in started.stdout
+    # no other kind of task (agent app, server app, ...) runs at a hospital
+    for name in ("flwr-agentapp", "flwr-serverapp", "flwr-simulation"):
+        refused = subprocess.run(
+            [name, "--help"], env=env, capture_output=True, text=True, timeout=60,
+            check=False,
+        )  # fmt: skip
+        assert refused.returncode == 1
+        assert f"st-mary runs only ClientApps; refused {name}" in refused.stderr
 
 
 def run_approve(*args: str, answer: str = "") -> subprocess.CompletedProcess[str]:
