@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+SiteFile = Annotated[Path, typer.Option("--config", help="The hospital's site.toml.")]
 
 
 def register(app: typer.Typer, setup_logging: Callable[[], None]) -> None:
@@ -75,7 +78,7 @@ def register(app: typer.Typer, setup_logging: Callable[[], None]) -> None:
 
     @hospital_app.command("approve")
     def approve(
-        config: Annotated[Path, typer.Option(help="The hospital's site.toml.")],
+        config: SiteFile,
         fab: Annotated[
             Path | None,
             typer.Option(help="App bundle to review (default: the fedward here)."),
@@ -90,11 +93,13 @@ def register(app: typer.Typer, setup_logging: Callable[[], None]) -> None:
         from fedward.common.fab import AppBundleError, AppSummary, build_app
 
         site = SiteConfig.from_site_file(config)
-        bundle = AppSummary.from_fab(fab.read_bytes() if fab else build_app())
-        try:
-            installed = AppSummary.from_fab(build_app())
-        except AppBundleError:
-            installed = None
+        installed: AppSummary | None = None
+        if fab is None:
+            bundle = installed = AppSummary.from_fab(build_app())
+        else:
+            bundle = AppSummary.from_fab(fab.read_bytes())
+            with contextlib.suppress(AppBundleError):  # no source checkout here
+                installed = AppSummary.from_fab(build_app())
         typer.echo("\n".join(bundle.describe(installed)))
         if not yes and not typer.confirm(f"Approve this app for {site.name}?"):
             raise typer.Exit(1)
@@ -104,7 +109,7 @@ def register(app: typer.Typer, setup_logging: Callable[[], None]) -> None:
 
     @hospital_app.command("approvals")
     def approvals(
-        config: Annotated[Path, typer.Option(help="The hospital's site.toml.")],
+        config: SiteFile,
         revoke: Annotated[
             str | None,
             typer.Option(help="Withdraw the approval with this hash prefix."),
