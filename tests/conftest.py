@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fedward.common.config import FedwardConfig, SiteConfig
-from fedward.common.data.datasets import SiteSplits
-from fedward.common.data.sources import load_site
+from fedward.config import FedwardConfig, SiteConfig
+from fedward.data.datasets import SiteSplits
+from fedward.data.load import load_site
 
 WriteFolder = Callable[..., Path]
 

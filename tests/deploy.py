@@ -10,8 +10,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from fedward.client.approval import record_approval
-from fedward.common.fab import AppSummary, app_dir, build_app
+from fedward.deployment.approvals import record_approval
+from fedward.deployment.bundle import AppSummary, app_dir, build_app
 from tests.pacs import free_port
 
 
@@ -54,7 +54,7 @@ def other_app(tmp: Path) -> Path:
     shutil.copytree(app_dir() / "fedward", project / "fedward",
                     ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
     shutil.copy(app_dir() / "pyproject.toml", project / "pyproject.toml")
-    with (project / "fedward" / "client" / "client_app.py").open("a") as f:
+    with (project / "fedward" / "fl" / "client_app.py").open("a") as f:
         f.write("# not what the hospital approved\n")
     fab = tmp / "other-app.fab"
     fab.write_bytes(build_app(project))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fedward.common.config import ServerConfig, SiteConfig
+from fedward.config import ServerConfig, SiteConfig
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 

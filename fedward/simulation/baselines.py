@@ -8,23 +8,20 @@ was evaluated on, so the figures compare like with like. No Flower import.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from fedward.client.site import Site
-from fedward.common.config import FedwardConfig
-from fedward.common.data.datasets import DecodedImages, SiteSplits
-from fedward.common.evaluation import EvalCounts, pool
-from fedward.common.training import seed_everything
-from fedward.simulation.partition import simulated_site
+from fedward.config import FedwardConfig
+from fedward.data.datasets import DecodedImages, SiteSplits
+from fedward.data.partition import simulated_site
+from fedward.learning.loops import seed_everything
+from fedward.learning.site import Site
+from fedward.metrics.counts import EvalCounts, pool
+from fedward.runfolder import RunFolder
 
 logger = logging.getLogger(__name__)
-
-BASELINES_FILE = "baselines.json"
 
 
 def _concat(parts: list[DecodedImages]) -> DecodedImages:
@@ -47,9 +44,7 @@ def pooled_site(sites: list[Site], config: FedwardConfig) -> Site:
 
 
 def _trained(site: Site, epochs: int) -> torch.nn.Module:
-    site = dataclasses.replace(
-        site, config=dataclasses.replace(site.config, local_epochs=epochs)
-    )
+    site = dataclasses.replace(site, config=site.config.replace(local_epochs=epochs))
     seed_everything(site.config.seed)  # the federation's initial weights
     model = site.new_model()
     site.fit(model, server_round=0)
@@ -122,8 +117,7 @@ def compare(summary: dict[str, Any], baselines: dict[str, Any]) -> dict[str, Any
 
 
 def write_baselines(
-    run_dir: Path, baselines: dict[str, Any], rows: dict[str, Any]
+    folder: RunFolder, baselines: dict[str, Any], rows: dict[str, Any]
 ) -> None:
     """Store baselines and the comparison in the run folder."""
-    payload = {**baselines, "comparison": rows}
-    (run_dir / BASELINES_FILE).write_text(json.dumps(payload, indent=2) + "\n")
+    folder.write_json(RunFolder.BASELINES, {**baselines, "comparison": rows})

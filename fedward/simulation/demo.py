@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from fedward.common.errors import DataError
+from fedward.errors import DataError
 
 CLASSES = ("normal", "opacity")
 DEMO_FILE = "demo.json"

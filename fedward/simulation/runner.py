@@ -2,24 +2,39 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import os
 import time
 from pathlib import Path
 from typing import Any
 
-from fedward.common.config import FedwardConfig
-from fedward.common.errors import ConfigError, DataError, FedwardError
-from fedward.server.report import SUMMARY_FILE
-from fedward.simulation.partition import (
-    data_class_names,
-    hospital_folders,
-    resolve_data_root,
-)
+from fedward.config import FedwardConfig
+from fedward.data.discovery import data_class_names, hospital_folders
+from fedward.errors import ConfigError, DataError, FedwardError
+from fedward.reporting.finish import finish_run
+from fedward.runfolder import RunFolder
+from fedward.simulation.demo import demo_root, ensure_demo
 
 logger = logging.getLogger(__name__)
+
+
+def resolve_data_root(config: FedwardConfig) -> Path:
+    """The data folder of a run; the built-in demo is written when no folder is set.
+
+    Raises
+    ------
+    DataError
+        If a configured data folder does not exist.
+    """
+    if not config.data_root:
+        root = demo_root(config.num_hospitals, config.seed)
+        if ensure_demo(root, config.num_hospitals, config.seed):
+            logger.info("wrote synthetic demo data to %s", root)
+        return root
+    root = Path(config.data_root)
+    if not root.is_dir():
+        raise DataError(f"data folder does not exist: {root}")
+    return root
 
 
 def prepare(config: FedwardConfig, *, scenario: str = "simulation") -> FedwardConfig:
@@ -49,8 +64,7 @@ def prepare(config: FedwardConfig, *, scenario: str = "simulation") -> FedwardCo
     if run_dir == FedwardConfig().run_dir:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         run_dir = str(Path("runs") / f"{stamp}-{scenario}")
-    return dataclasses.replace(
-        config,
+    return config.replace(
         class_names=",".join(classes),
         data_root=str(root),
         num_hospitals=hospitals,
@@ -91,22 +105,23 @@ def run(config: FedwardConfig) -> dict[str, Any]:
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # quiet on CPU
     from flwr.simulation import run_simulation
 
-    from fedward.client.client_app import make_client_app
-    from fedward.server.server_app import make_server_app
+    from fedward.fl.client_app import make_client_app
+    from fedward.fl.server_app import make_server_app
 
     if config.partition == "by-folder" and config.num_hospitals < 1:
         raise ConfigError("config: no hospitals to simulate")
-    summary_path = Path(config.run_dir) / SUMMARY_FILE
-    summary_path.unlink(missing_ok=True)
+    folder = RunFolder(config.run_dir)
+    folder.file(RunFolder.SUMMARY).unlink(missing_ok=True)
     run_simulation(
         server_app=make_server_app(config),
         client_app=make_client_app(config),
         num_supernodes=config.num_hospitals,
         backend_config=backend_config(),
     )
-    if not summary_path.is_file():
+    if not folder.has(RunFolder.SUMMARY):
         raise FedwardError(
             f"the simulation ended without results; see the log ({config.run_dir})"
         )
-    result: dict[str, Any] = json.loads(summary_path.read_text(encoding="utf-8"))
+    finish_run(folder)
+    result: dict[str, Any] = folder.read_json(RunFolder.SUMMARY)
     return result

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from fedward.common.certs import make_ca, make_hospital_key
+from fedward.deployment.certs import make_ca, make_hospital_key
 from fedward.simulation.demo import write_demo
 from tests.deploy import consortium, other_app, site_file, this_app
 from tests.pacs import free_port
@@ -151,7 +151,7 @@ def test_a_hospital_refuses_app_code_it_did_not_approve(
 
     # what approve showed: the bundle differs from the code here in one file
     assert "1 file(s) differ" in reviews["other-code"]
-    assert "~ fedward/client/client_app.py" in reviews["other-code"]
+    assert "~ fedward/fl/client_app.py" in reviews["other-code"]
     assert "compared with the fedward installed here: identical" in reviews["st-mary"]
     # the hospital logged the refusal, the server recorded it as the site's error,
     # and the code was never unpacked on the hospital's machine

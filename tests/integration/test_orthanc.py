@@ -17,14 +17,13 @@ from pathlib import Path
 import pytest
 from flwr.app import ConfigRecord, Context, MessageType, RecordDict
 
-from fedward.client.client_app import make_client_app
-from fedward.common.config import FedwardConfig, SiteConfig
-from fedward.common.data.dicomweb import DicomWebClient
-from fedward.common.data.sources import load_site
-from fedward.common.errors import DataError
-from fedward.common.keys import MetricKey, RecordKey
-from fedward.common.models import get_model
-from fedward.common.weights import to_arrays
+from fedward.config import FedwardConfig, SiteConfig
+from fedward.data.load import load_site
+from fedward.data.sources.dicomweb import DicomWebClient
+from fedward.errors import DataError
+from fedward.fl.client_app import make_client_app
+from fedward.fl.protocol import MetricKey, RecordKey, to_arrays
+from fedward.models import get_model
 from fedward.simulation.demo import write_demo
 from tests.messages import instruction
 from tests.pacs import (

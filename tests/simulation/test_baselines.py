@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from fedward.common.config import FedwardConfig
+from fedward.config import FedwardConfig
 from fedward.simulation.baselines import compare, run_baselines
 from tests.conftest import WriteFolder
 

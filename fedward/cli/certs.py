@@ -1,0 +1,50 @@
+"""``fedward certs``: the consortium's keys (CA, server TLS, hospital node keys)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    help="Consortium keys: CA, server TLS, hospitals.", no_args_is_help=True
+)
+
+
+@app.command("init")
+def certs_init(
+    out: Annotated[Path, typer.Option(help="Folder for the consortium's keys.")] = Path(
+        "certs"
+    ),
+    server_name: Annotated[
+        list[str] | None, typer.Option(help="Server DNS name or IP (repeat).")
+    ] = None,
+    hospital: Annotated[
+        list[str] | None, typer.Option(help="Enrol a hospital.")
+    ] = None,
+) -> None:
+    """Make the consortium CA, the server certificate and hospital node keys."""
+    from fedward.deployment.certs import make_ca, make_hospital_key, make_server_cert
+
+    # the server registers hospital keys over its own loopback, so the
+    # certificate always names it too
+    names = list(dict.fromkeys([*(server_name or []), "localhost", "127.0.0.1"]))
+    typer.echo(f"CA: {make_ca(out)[0]}")
+    typer.echo(f"server: {make_server_cert(out, names)[0]} for {', '.join(names)}")
+    for name in hospital or []:
+        typer.echo(f"hospital {name}: {make_hospital_key(out, name)[0]}")
+
+
+@app.command("hospital")
+def certs_hospital(
+    name: Annotated[str, typer.Argument(help="The hospital's short name.")],
+    out: Annotated[Path, typer.Option(help="The consortium's keys folder.")] = Path(
+        "certs"
+    ),
+) -> None:
+    """Enrol one more hospital: a node key pair whose .pub the server accepts."""
+    from fedward.deployment.certs import make_hospital_key
+
+    key, pub = make_hospital_key(out, name)
+    typer.echo(f"give {key} to {name}; {pub} is registered at the next server start")

@@ -1,0 +1,133 @@
+"""``fedward simulate`` and ``fedward config``: a federation on this machine."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from fedward.cli.options import build_config
+from fedward.console import setup_logging
+from fedward.runfolder import RunFolder
+
+logger = logging.getLogger("fedward")
+
+
+def simulate(
+    scenario: Annotated[
+        Path | None, typer.Argument(help="Scenario TOML file (see simulations/).")
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Your own data: one folder per hospital, class folders inside."
+        ),
+    ] = None,
+    rounds: Annotated[int | None, typer.Option(help="Federated rounds.")] = None,
+    local_epochs: Annotated[
+        int | None, typer.Option(help="Local epochs per round.")
+    ] = None,
+    hospitals: Annotated[
+        int | None, typer.Option(help="Demo hospitals (or partitions of pooled data).")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model name (fedward models).")
+    ] = None,
+    run_dir: Annotated[
+        Path | None, typer.Option(help="Where to write the run.")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Any config key, e.g. --set batch-size=16."),
+    ] = None,
+    baselines: Annotated[
+        bool,
+        typer.Option(help="Also train each hospital alone and all data pooled."),
+    ] = False,
+    verbose: Annotated[bool, typer.Option(help="Also show Flower's own log.")] = False,
+) -> None:
+    """Run a multi-hospital federation on this machine (demo data by default)."""
+    setup_logging(verbose)
+    from fedward.simulation import runner
+
+    options = {
+        "num-server-rounds": rounds,
+        "local-epochs": local_epochs,
+        "num-hospitals": hospitals,
+        "model": model,
+        "data-root": str(data) if data else None,
+        "run-dir": str(run_dir) if run_dir else None,
+    }
+    config = build_config(scenario, options, set_ or [])
+    name = scenario.stem if scenario else "simulation"
+    config = runner.prepare(config, scenario=name)
+    logger.info(
+        "federation: %d hospitals, %d rounds, model %s, data %s, run folder %s",
+        config.num_hospitals,
+        config.num_server_rounds,
+        config.model,
+        config.data_root,
+        config.run_dir,
+    )
+    summary = runner.run(config)
+    _print_summary(summary)
+    if baselines:
+        from fedward.simulation import baselines as base
+
+        figures = base.run_baselines(config)
+        rows = base.compare(summary, figures)
+        base.write_baselines(RunFolder(config.run_dir), figures, rows)
+        _print_baselines(rows, figures["budget-epochs"])
+    typer.echo(f"Run folder: {config.run_dir}")
+
+
+def _print_baselines(rows: dict[str, Any], epochs: int) -> None:
+    typer.echo(f"\nSame budget ({epochs} epochs), same held-out images:")
+    typer.echo(
+        f"  {'':26s} {'metric':8s} {'local-only':>10s} {'federated':>10s} "
+        f"{'pooled':>8s} {'gain':>7s}"
+    )
+    for name, metrics in rows.items():
+        for metric, v in metrics.items():
+            typer.echo(
+                f"  {name:26s} {metric:8s} {v['local-only']:10.3f} "
+                f"{v['federated']:10.3f} {v['pooled']:8.3f} "
+                f"{v['gain-over-local']:+7.3f}"
+            )
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    final = summary["final"]
+    rows = [
+        ("global (pooled counts)", final["global"]),
+        *sorted(final["sites"].items()),
+    ]
+    typer.echo(f"\nFinal round {summary['rounds']} ({summary['wall-seconds']:.0f}s):")
+    typer.echo(
+        f"  {'':26s} {'n':>5s} {'accuracy':>9s} {'recall':>7s} {'f1':>6s} "
+        f"{'auroc':>6s} {'ece':>6s}"
+    )
+    for name, m in rows:
+        if m is None:
+            continue
+        typer.echo(
+            f"  {name:26s} {int(m['num-examples']):5d} {m['accuracy']:9.3f} "
+            f"{m['recall']:7.3f} {m['f1']:6.3f} {m['auroc']:6.3f} {m['ece']:6.3f}"
+        )
+    best = summary.get("best") or {}
+    if best:
+        typer.echo(
+            f"Best round by {summary['best-metric']}: {summary['best-round']} "
+            f"({summary['best-metric']} {best.get(summary['best-metric'], 0.0):.3f})"
+        )
+
+
+def config_cmd(
+    scenario: Annotated[Path | None, typer.Argument(help="Scenario TOML file.")] = None,
+) -> None:
+    """Print the resolved configuration (defaults + scenario) as JSON."""
+    config = build_config(scenario, {}, [])
+    typer.echo(json.dumps(config.to_run_config(), indent=2))

@@ -1,1 +1,0 @@
-"""The hospital side: the site algorithm and its thin Flower ClientApp."""

@@ -1,1 +1,0 @@
-"""Code shared by the hospital (client) and the aggregation server."""

@@ -1,0 +1,1 @@
+"""Running a real federation: server, hospital daemon, approved-code gate, keys."""

@@ -1,0 +1,170 @@
+"""A consortium's keys: a CA, the server's TLS certificate, hospital node keys.
+
+Made with the ``cryptography`` package. Layout under one folder::
+
+    ca.crt  ca.key                 the consortium CA (keep ca.key offline)
+    server/server.crt server.key   the aggregation server's TLS certificate (SANs)
+    hospitals/<name>/node.key      a hospital's authentication key (OpenSSH, P-384)
+    hospitals/<name>/node.pub      its public half, registered with the server
+
+Hospitals receive ``ca.crt`` (to trust the server) and keep their ``node.key``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import re
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from fedward.errors import ConfigError
+
+CA_DAYS = 3650
+SERVER_DAYS = 825
+NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+
+
+def _write(path: Path, data: bytes, private: bool = False) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    if private:
+        os.chmod(path, 0o600)
+    return path
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fedward consortium"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+def make_ca(out: Path, common_name: str = "fedward consortium CA") -> tuple[Path, Path]:
+    """Write a self-signed CA certificate and key; return their paths."""
+    key = ec.generate_private_key(ec.SECP384R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name))
+        .issuer_name(_name(common_name))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=CA_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(key, hashes.SHA384())
+    )
+    return (
+        _write(out / "ca.crt", cert.public_bytes(serialization.Encoding.PEM)),
+        _write(out / "ca.key", _pem_key(key), private=True),
+    )
+
+
+def _load_ca(out: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    try:
+        cert = x509.load_pem_x509_certificate((out / "ca.crt").read_bytes())
+        key = serialization.load_pem_private_key((out / "ca.key").read_bytes(), None)
+    except FileNotFoundError:
+        raise ConfigError(f"no CA in {out}: run `fedward certs init` first") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ConfigError(f"{out / 'ca.key'} is not an EC key")
+    return cert, key
+
+
+def _san(names: list[str]) -> x509.SubjectAlternativeName:
+    entries: list[x509.GeneralName] = []
+    for name in names:
+        try:
+            entries.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            entries.append(x509.DNSName(name))
+    return x509.SubjectAlternativeName(entries)
+
+
+def make_server_cert(out: Path, names: list[str]) -> tuple[Path, Path]:
+    """Write the server's certificate for ``names`` (DNS names or IPs), CA-signed."""
+    if not names:
+        raise ConfigError("the server certificate needs at least one name or address")
+    ca_cert, ca_key = _load_ca(out)
+    key = ec.generate_private_key(ec.SECP384R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(names[0]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=SERVER_DAYS))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_san(names), critical=False)
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
+        .sign(ca_key, hashes.SHA384())
+    )
+    folder = out / "server"
+    return (
+        _write(folder / "server.crt", cert.public_bytes(serialization.Encoding.PEM)),
+        _write(folder / "server.key", _pem_key(key), private=True),
+    )
+
+
+def make_hospital_key(out: Path, name: str) -> tuple[Path, Path]:
+    """Write a hospital's node key pair (OpenSSH format, P-384); return (key, pub).
+
+    Raises
+    ------
+    ConfigError
+        If the name is not a short lowercase identifier or already has a key.
+    """
+    if not NAME.match(name):
+        raise ConfigError(
+            f"hospital name {name!r}: use lowercase letters, digits, '.', '_' or '-'"
+        )
+    folder = out / "hospitals" / name
+    if (folder / "node.key").exists():
+        raise ConfigError(f"{name} already has a key in {folder}; remove it to renew")
+    key = ec.generate_private_key(ec.SECP384R1())
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    return (
+        _write(folder / "node.key", private, private=True),
+        _write(folder / "node.pub", public + f" {name}\n".encode()),
+    )

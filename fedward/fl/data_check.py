@@ -1,0 +1,55 @@
+"""Before the first round: compare the hospitals' data from aggregates only."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+from flwr.serverapp import Grid
+
+from fedward.config import FedwardConfig
+from fedward.data.stats import compare_sites
+from fedward.fl.protocol import RecordKey, site_name, stats_from_reply
+from fedward.runfolder import RunFolder
+
+logger = logging.getLogger(__name__)
+
+
+def federated_data_check(
+    grid: Grid, config: FedwardConfig, folder: RunFolder, timeout: float = 600.0
+) -> dict[str, Any]:
+    """Ask every connected hospital for its aggregate statistics and compare them.
+
+    Warnings (label skew, scanner shift) are logged and, with every site's
+    aggregates, written to ``data-check.json`` in the run folder. A hospital that
+    fails to answer is noted with its error (a refusal of unapproved code, a data
+    problem), not fatal.
+    """
+    messages = [
+        Message(RecordDict({RecordKey.CONFIG: ConfigRecord()}), node, MessageType.QUERY)
+        for node in grid.get_node_ids()
+    ]
+    stats: dict[str, dict[str, Any]] = {}
+    failures: dict[str, str] = {}
+    for reply in grid.send_and_receive(messages, timeout=timeout):
+        site_stats = stats_from_reply(reply)
+        if site_stats is None:
+            node = f"node {reply.metadata.src_node_id}"
+            reason = reply.error.reason if reply.has_error() else None
+            failures[node] = reason or "no statistics"
+            logger.warning("data check: %s failed: %s", node, failures[node])
+            continue
+        stats[site_name(reply)] = site_stats
+    result: dict[str, Any] = {
+        "sites-answered": len(stats),
+        "sites-failed": len(failures),
+        "failures": failures,
+    }
+    if stats:
+        result |= compare_sites(stats, config.classes)
+        result["site-statistics"] = stats
+        for warning in result["warnings"]:
+            logger.warning("data check: %s", warning)
+    folder.write_json(RunFolder.DATA_CHECK, result)
+    return result

@@ -1,0 +1,231 @@
+"""Everything a hospital sends, in one place: record keys, weights and counts.
+
+A reviewer reads this module to know what leaves a site. A hospital's replies
+hold only:
+
+- ``query`` (the pre-training data check): the site's name and its aggregate
+  statistics (:mod:`fedward.data.stats`: counts per split and class, header
+  value counts, an intensity histogram), as one JSON string;
+- ``train``: the site's name, the trained weights (``ArrayRecord``), the number
+  of training images and its last epoch's loss and accuracy;
+- ``evaluate``: the site's name and summable counts over its held-out images
+  (:class:`~fedward.metrics.counts.EvalCounts`): summed loss, confusion matrix,
+  score histograms and calibration-bin totals.
+
+No file name, path, patient identifier or pixel is ever put into a record.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any, TypeVar
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from torch import nn
+
+from fedward.errors import DataError, WeightsError
+from fedward.learning.loops import TrainResult
+from fedward.metrics.counts import CALIBRATION_BINS, SCORE_BINS, EvalCounts
+
+RecordT = TypeVar("RecordT", ArrayRecord, ConfigRecord, MetricRecord)
+MetricValue = int | float | list[int] | list[float]
+
+
+class RecordKey(StrEnum):
+    """Keys of records inside a Flower ``RecordDict``."""
+
+    ARRAYS = "arrays"
+    CONFIG = "config"
+    METRICS = "metrics"
+    SITE = "site"
+    SITE_STATS = "site-stats"
+
+
+class MetricKey(StrEnum):
+    """Metric names sent by hospitals and written to run folders."""
+
+    NUM_EXAMPLES = "num-examples"
+    TRAIN_LOSS = "train-loss"
+    TRAIN_ACCURACY = "train-accuracy"
+    VAL_LOSS = "val-loss"
+    VAL_ACCURACY = "val-accuracy"
+    LOSS_SUM = "loss-sum"
+    CONFUSION = "confusion-matrix"
+    SCORE_HIST = "score-histogram"
+    CALIBRATION = "calibration"
+    SITE_NAME = "site-name"
+    SERVER_ROUND = "server-round"
+
+
+# --- any record ----------------------------------------------------------------------
+
+
+def get_record(msg: Message, key: str, kind: type[RecordT]) -> RecordT:
+    """The record ``key`` of a message's content, checked to be of ``kind``.
+
+    Raises
+    ------
+    WeightsError
+        If the message has no such record.
+    """
+    record = msg.content.get(key)
+    if not isinstance(record, kind):
+        raise WeightsError(f"message has no {kind.__name__} named '{key}'")
+    return record
+
+
+def metric_record(values: Mapping[str, float]) -> MetricRecord:
+    """A ``MetricRecord`` of plain float figures."""
+    data: dict[str, MetricValue] = dict(values)
+    return MetricRecord(data)
+
+
+def site_record(name: str) -> ConfigRecord:
+    """The record naming the hospital that sends a reply."""
+    return ConfigRecord({MetricKey.SITE_NAME: name})
+
+
+def site_name(msg: Message) -> str:
+    """The hospital's name from its reply, else its node id."""
+    record = msg.content.get(RecordKey.SITE)
+    if isinstance(record, ConfigRecord) and MetricKey.SITE_NAME in record:
+        return str(record[MetricKey.SITE_NAME])
+    return f"node-{msg.metadata.src_node_id}"
+
+
+# --- weights -------------------------------------------------------------------------
+
+
+def to_arrays(model: nn.Module) -> ArrayRecord:
+    """The model's state dict as an ``ArrayRecord`` (copied to CPU)."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return ArrayRecord(torch_state_dict=state)
+
+
+def check_arrays(reference: ArrayRecord, candidate: ArrayRecord) -> list[str]:
+    """Problems that make ``candidate`` unusable as weights shaped like ``reference``.
+
+    Checks the key set, every shape and that every floating value is finite.
+    """
+    problems: list[str] = []
+    missing = sorted(set(reference) - set(candidate))
+    extra = sorted(set(candidate) - set(reference))
+    if missing:
+        problems.append(f"missing tensors: {missing[:5]}")
+    if extra:
+        problems.append(f"unexpected tensors: {extra[:5]}")
+    for key in sorted(set(reference) & set(candidate)):
+        ref, got = reference[key], candidate[key]
+        if tuple(ref.shape) != tuple(got.shape):
+            problems.append(f"'{key}' has shape {got.shape}, expected {ref.shape}")
+            continue
+        values = got.numpy()
+        if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+            problems.append(f"'{key}' holds NaN or infinite values")
+    return problems
+
+
+def load_arrays(model: nn.Module, arrays: ArrayRecord) -> None:
+    """Load ``arrays`` into ``model`` after checking them.
+
+    Raises
+    ------
+    WeightsError
+        If keys, shapes or values do not fit the model.
+    """
+    problems = check_arrays(to_arrays(model), arrays)
+    if problems:
+        raise WeightsError(problems)
+    model.load_state_dict(arrays.to_torch_state_dict())
+
+
+# --- train replies -------------------------------------------------------------------
+
+
+def _nan_if_none(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
+def train_metrics(result: TrainResult) -> MetricRecord:
+    """What a train reply says besides the weights: image count, last epoch."""
+    last = result.epochs[-1]
+    return MetricRecord(
+        {
+            MetricKey.NUM_EXAMPLES: result.num_examples,
+            MetricKey.TRAIN_LOSS: last.train_loss,
+            MetricKey.TRAIN_ACCURACY: last.train_accuracy,
+            MetricKey.VAL_LOSS: _nan_if_none(last.val_loss),
+            MetricKey.VAL_ACCURACY: _nan_if_none(last.val_accuracy),
+        }
+    )
+
+
+# --- evaluate replies ----------------------------------------------------------------
+
+
+def counts_to_metrics(counts: EvalCounts) -> MetricRecord:
+    """A hospital's evaluation counts as the ``MetricRecord`` it sends."""
+    values: dict[str, MetricValue] = {
+        MetricKey.NUM_EXAMPLES: counts.num_examples,
+        MetricKey.LOSS_SUM: counts.loss_sum,
+        MetricKey.CONFUSION: [int(v) for v in counts.confusion.ravel()],
+        MetricKey.SCORE_HIST: [int(v) for v in counts.score_hist.ravel()],
+        MetricKey.CALIBRATION: [float(v) for v in counts.calibration.ravel()],
+    }
+    return MetricRecord(values)
+
+
+def counts_from_metrics(values: Mapping[str, object], num_classes: int) -> EvalCounts:
+    """Check and convert a hospital's reported counts.
+
+    Raises
+    ------
+    DataError
+        If a count is missing, of the wrong size, negative, fractional, or the
+        counts do not agree with each other.
+    """
+    k = num_classes
+    cm = _counts(values, MetricKey.CONFUSION, k * k).reshape(k, k)
+    hist = _counts(values, MetricKey.SCORE_HIST, k * 2 * SCORE_BINS).reshape(k, 2, -1)
+    calib = np.asarray(values.get(MetricKey.CALIBRATION), dtype=np.float64)
+    n, loss_sum = values.get(MetricKey.NUM_EXAMPLES), values.get(MetricKey.LOSS_SUM)
+    if not isinstance(n, int | float) or int(cm.sum()) != int(n):
+        raise DataError("confusion matrix does not add up to num-examples")
+    if (hist.sum(axis=(1, 2)) != n).any():
+        raise DataError("score histograms do not add up to num-examples")
+    if calib.shape != (3 * CALIBRATION_BINS,) or not np.isfinite(calib).all():
+        raise DataError("calibration counts are missing or malformed")
+    if not isinstance(loss_sum, int | float) or not np.isfinite(loss_sum):
+        raise DataError("loss-sum is missing or not finite")
+    return EvalCounts(float(loss_sum), int(n), cm, hist, calib.reshape(3, -1))
+
+
+def _counts(values: Mapping[str, object], key: str, size: int) -> np.ndarray:
+    raw = values.get(key)
+    if not isinstance(raw, list) or len(raw) != size:
+        raise DataError(f"'{key}' must be a list of {size} counts")
+    array = np.asarray(raw, dtype=np.float64)
+    if (array < 0).any() or (array != np.round(array)).any():
+        raise DataError(f"'{key}' holds negative or fractional counts")
+    return array.astype(np.int64)
+
+
+# --- query replies (the pre-training data check) -------------------------------------
+
+
+def stats_record(stats: Mapping[str, Any]) -> ConfigRecord:
+    """A site's aggregate data statistics as the record it sends."""
+    return ConfigRecord({RecordKey.SITE_STATS: json.dumps(stats)})
+
+
+def stats_from_reply(msg: Message) -> dict[str, Any] | None:
+    """The statistics in a query reply, or ``None`` if it carries none."""
+    record = None if msg.has_error() else msg.content.get(RecordKey.SITE_STATS)
+    if not isinstance(record, ConfigRecord):
+        return None
+    stats: dict[str, Any] = json.loads(str(record[RecordKey.SITE_STATS]))
+    return stats

@@ -1,0 +1,132 @@
+"""FedAvg that rejects bad updates and evaluates with summed confusion matrices."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+
+from fedward.errors import DataError
+from fedward.fl.protocol import (
+    MetricKey,
+    RecordKey,
+    check_arrays,
+    counts_from_metrics,
+    metric_record,
+    site_name,
+)
+from fedward.fl.recorder import RunRecorder
+from fedward.metrics.counts import EvalCounts
+
+logger = logging.getLogger(__name__)
+
+
+def weighted_mean(records: list[RecordDict], weight_key: str) -> MetricRecord:
+    """Example-weighted mean of each metric, ignoring NaN (a site without it)."""
+    sums: dict[str, float] = {}
+    weights: dict[str, float] = {}
+    for record in records:
+        metrics = next(iter(record.metric_records.values()))
+        weight = float(metrics[weight_key])  # type: ignore[arg-type]
+        for key, value in metrics.items():
+            if key == weight_key or not isinstance(value, int | float):
+                continue
+            if math.isfinite(value):
+                sums[key] = sums.get(key, 0.0) + weight * value
+                weights[key] = weights.get(key, 0.0) + weight
+    return MetricRecord({k: sums[k] / weights[k] for k in sums if weights[k] > 0})
+
+
+class FedwardFedAvg(FedAvg):
+    """Flower's FedAvg plus update checks, exact metrics and a run folder.
+
+    Parameters
+    ----------
+    recorder
+        Receives per-hospital and global figures every round.
+    class_names
+        Class names in label order.
+    **kwargs
+        Passed to :class:`flwr.serverapp.strategy.FedAvg`.
+    """
+
+    def __init__(
+        self, *, recorder: RunRecorder, class_names: Sequence[str], **kwargs: Any
+    ) -> None:
+        super().__init__(
+            train_metrics_aggr_fn=weighted_mean,
+            arrayrecord_key=RecordKey.ARRAYS,
+            configrecord_key=RecordKey.CONFIG,
+            **kwargs,
+        )
+        self.recorder = recorder
+        self.class_names = list(class_names)
+        self._sent: ArrayRecord | None = None
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Remember the global weights sent out, to check replies against them."""
+        self._sent = arrays
+        return super().configure_train(server_round, arrays, config, grid)
+
+    def _update_problems(self, msg: Message) -> list[str]:
+        arrays = msg.content.get(RecordKey.ARRAYS)
+        metrics = msg.content.get(RecordKey.METRICS)
+        if not isinstance(arrays, ArrayRecord) or not isinstance(metrics, MetricRecord):
+            return ["reply lacks weights or metrics"]
+        problems = check_arrays(self._sent, arrays) if self._sent is not None else []
+        n = metrics.get(MetricKey.NUM_EXAMPLES)
+        if not isinstance(n, int) or n <= 0:
+            problems.append(f"num-examples must be a positive integer, got {n!r}")
+        return problems
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Drop malformed or non-finite updates, record the rest, then average."""
+        accepted: list[Message] = []
+        site_metrics: dict[str, dict[str, float]] = {}
+        for msg in replies:
+            if msg.has_error():
+                accepted.append(msg)  # FedAvg logs and skips it
+                continue
+            name, problems = site_name(msg), self._update_problems(msg)
+            if problems:
+                logger.warning("rejected update from %s: %s", name, "; ".join(problems))
+                self.recorder.record_rejected(server_round, name, problems)
+                continue
+            accepted.append(msg)
+            metrics = msg.content[RecordKey.METRICS]
+            site_metrics[name] = {k: float(v) for k, v in metrics.items()}  # type: ignore[arg-type]
+        self.recorder.record_train(server_round, site_metrics)
+        return super().aggregate_train(server_round, accepted)
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        """Sum the hospitals' counts into exact global figures."""
+        evaluations: dict[str, EvalCounts] = {}
+        for msg in replies:
+            if msg.has_error():
+                logger.warning("evaluation failed at node %s", msg.metadata.src_node_id)
+                continue
+            metrics = msg.content.get(RecordKey.METRICS)
+            name = site_name(msg)
+            try:
+                if not isinstance(metrics, MetricRecord):
+                    raise DataError(f"{name}: evaluation reply has no metrics")
+                counts = counts_from_metrics(metrics, len(self.class_names))
+            except DataError as exc:
+                logger.warning("rejected evaluation from %s: %s", name, exc)
+                continue
+            evaluations[name] = counts
+        if not evaluations:
+            return None
+        global_ = self.recorder.record_evaluation(server_round, evaluations)
+        return metric_record(global_)

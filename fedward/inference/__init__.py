@@ -1,0 +1,1 @@
+"""Using the global model at a site: export, predict, Grad-CAM."""

@@ -1,0 +1,175 @@
+"""The global model as files a hospital can deploy: TorchScript, ONNX, safetensors.
+
+Every export folder holds ``model.json`` (model name, class names, input size and
+channels, scaling) beside ``model.safetensors``, ``model.torchscript.pt`` and
+``model.onnx``; :class:`Predictor` loads any of them and gives class
+probabilities for image or DICOM files, preprocessed as in training.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedward.data.decode import Preprocess, decode_file
+from fedward.errors import ModelError
+from fedward.models.checkpoint import ModelCard, load_checkpoint
+from fedward.runfolder import RunFolder
+
+logger = logging.getLogger(__name__)
+
+META_FILE = "model.json"
+WEIGHTS_FILE = "model.safetensors"
+TORCHSCRIPT_FILE = "model.torchscript.pt"
+ONNX_FILE = "model.onnx"
+
+
+def export_model(
+    card: ModelCard, state: Mapping[str, torch.Tensor], out: Path
+) -> dict[str, Path]:
+    """Write the four export files to ``out``; return them by kind."""
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    model = card.build(state)
+    example = torch.zeros(1, card.in_channels, card.image_size, card.image_size)
+    files = {
+        "meta": out / META_FILE,
+        "safetensors": out / WEIGHTS_FILE,
+        "torchscript": out / TORCHSCRIPT_FILE,
+        "onnx": out / ONNX_FILE,
+    }
+    meta = {
+        **card.__dict__,
+        "input": "float32 (N, C, H, W) in [0, 1]",
+        "output": "logits",
+    }
+    files["meta"].write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()}, files["safetensors"]
+    )
+    # torch deprecates tracing and the TorchScript-based ONNX exporter in favour of
+    # torch.export; both still produce the files deployments load today
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        traced = torch.jit.trace(model, example)  # type: ignore[no-untyped-call]
+        traced.save(str(files["torchscript"]))
+        torch.onnx.export(
+            model,
+            (example,),
+            str(files["onnx"]),
+            dynamo=False,
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+        )
+    logger.info("exported the model to %s", out)
+    return files
+
+
+def eager_weights(path: Path) -> Path:
+    """In a run or export folder, the weights file PyTorch loads directly."""
+    if path.is_dir():
+        for candidate in (
+            path / RunFolder.CHECKPOINT,
+            path / WEIGHTS_FILE,
+            path / RunFolder.EXPORT / WEIGHTS_FILE,
+        ):
+            if candidate.is_file():
+                return candidate
+    return path
+
+
+def load_card(path: Path) -> tuple[ModelCard, Path]:
+    """The model card of a model file or export folder, and the model file.
+
+    ``path`` may be an export folder, a file in one, or a run folder's
+    ``model.pt`` (or the run folder itself).
+
+    Raises
+    ------
+    ModelError
+        If no model card or model file is found.
+    """
+    if path.is_dir():
+        for candidate in (
+            path / ONNX_FILE,
+            path / RunFolder.EXPORT / ONNX_FILE,
+            path / RunFolder.CHECKPOINT,
+        ):
+            if candidate.is_file():
+                path = candidate
+                break
+        else:
+            raise ModelError(f"{path}: no model.onnx, export/ or model.pt inside")
+    if not path.is_file():
+        raise ModelError(f"model file not found: {path}")
+    if path.name == RunFolder.CHECKPOINT:
+        return load_checkpoint(path)[0], path
+    meta = path.parent / META_FILE
+    if not meta.is_file():
+        raise ModelError(f"{path}: no {META_FILE} beside it")
+    return ModelCard.from_meta(json.loads(meta.read_text(encoding="utf-8"))), path
+
+
+class Predictor:
+    """Class probabilities from any exported or checkpointed model.
+
+    ``.onnx`` runs in ONNX Runtime, ``.torchscript.pt`` in TorchScript,
+    ``.safetensors`` and ``model.pt`` in PyTorch.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.card, self.path = load_card(path)
+        self._onnx: Any = None
+        self._torch: Any = None
+        if self.path.suffix == ".onnx":
+            import onnxruntime
+
+            self._onnx = onnxruntime.InferenceSession(
+                str(self.path), providers=["CPUExecutionProvider"]
+            )
+        elif self.path.name.endswith(".torchscript.pt"):
+            scripted = torch.jit.load(str(self.path), map_location="cpu")  # type: ignore[no-untyped-call]
+            self._torch = scripted.eval()
+        elif self.path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            self._torch = self.card.build(load_file(str(self.path)))
+        else:
+            self._torch = self.card.build(load_checkpoint(self.path)[1])
+
+    @property
+    def eager_model(self) -> nn.Module | None:
+        """The PyTorch module (weights files), or None for ONNX and TorchScript."""
+        if isinstance(self._torch, nn.Module) and not isinstance(
+            self._torch, torch.jit.ScriptModule
+        ):
+            return self._torch
+        return None
+
+    def probabilities(self, images: torch.Tensor) -> np.ndarray:
+        """Softmax probabilities ``(N, K)`` of float images in [0, 1]."""
+        if self._onnx is not None:
+            logits = self._onnx.run(None, {"image": images.numpy()})[0]
+            logits = torch.from_numpy(logits)
+        else:
+            with torch.no_grad():
+                logits = self._torch(images)
+        probs: np.ndarray = torch.softmax(logits.float(), dim=1).numpy()
+        return probs
+
+    def load_image(self, path: Path) -> torch.Tensor:
+        """One file decoded and scaled as in training, ``(1, C, H, W)``."""
+        card = self.card
+        pixels = decode_file(path, Preprocess(card.in_channels, card.image_size))
+        return (pixels.float() / 255.0)[None]

@@ -1,0 +1,1 @@
+"""Local training and evaluation: loops and the Site algorithm (no Flower import)."""

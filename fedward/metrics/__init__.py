@@ -1,0 +1,1 @@
+"""Summable evaluation counts, confusion-matrix figures and confidence intervals."""

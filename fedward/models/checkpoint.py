@@ -1,0 +1,93 @@
+"""Checkpoints: weights saved with the model card that says how to rebuild them.
+
+A run folder's ``model.pt`` holds the global weights with the model name, class
+names, input size and round (:class:`ModelCard`); every export and every tool that
+loads weights (predict, explain, export) starts from such a card.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fedward.config import FedwardConfig
+from fedward.models import get_model
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What is needed to use exported weights: architecture and preprocessing."""
+
+    model: str
+    classes: list[str]
+    in_channels: int
+    image_size: int
+    server_round: int = 0
+
+    def build(self, state: Mapping[str, torch.Tensor]) -> nn.Module:
+        """The model with ``state`` loaded, in eval mode on the CPU."""
+        model = get_model(
+            self.model,
+            num_classes=len(self.classes),
+            in_channels=self.in_channels,
+            image_size=self.image_size,
+        )
+        model.load_state_dict(dict(state))
+        return model.eval()
+
+    @classmethod
+    def of_run(cls, config: FedwardConfig, server_round: int) -> ModelCard:
+        """The card of a run's global model after ``server_round``."""
+        return cls(
+            config.model,
+            config.classes,
+            config.in_channels,
+            config.image_size,
+            server_round,
+        )
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any]) -> ModelCard:
+        """From an export folder's ``model.json``."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in meta.items() if k in names})
+
+    @classmethod
+    def from_checkpoint(cls, payload: Mapping[str, Any]) -> ModelCard:
+        """From a run folder's ``model.pt``."""
+        return cls(
+            str(payload["model"]),
+            list(payload["classes"]),
+            int(payload["in-channels"]),
+            int(payload["image-size"]),
+            int(payload.get("round", 0)),
+        )
+
+
+def save_checkpoint(
+    path: Path, card: ModelCard, state: Mapping[str, torch.Tensor]
+) -> None:
+    """Write weights with their model card to ``path`` (atomically)."""
+    payload = {
+        "state_dict": dict(state),
+        "model": card.model,
+        "classes": card.classes,
+        "in-channels": card.in_channels,
+        "image-size": card.image_size,
+        "round": card.server_round,
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path) -> tuple[ModelCard, dict[str, torch.Tensor]]:
+    """The card and weights of a file written by :func:`save_checkpoint`."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    return ModelCard.from_checkpoint(payload), dict(payload["state_dict"])

@@ -1,0 +1,1 @@
+"""The study report and its figures, made from a run folder only."""

@@ -1,0 +1,172 @@
+"""The run folder: every file a federation writes, named and read/written here only.
+
+A run folder holds what a run produced and what a study report needs, as plain
+files a person can open. Nothing else in fedward spells a run-folder file name.
+
+==================  =============================================================
+``config.json``     the resolved configuration, every key
+``metrics.jsonl``   one JSON line per round and scope (train, global, site, ...)
+``curves.jsonl``    per round and scope: the counts behind every figure
+``metrics.csv``     every row of ``metrics.jsonl`` as a spreadsheet
+``summary.json``    final and best figures
+``metrics.png``     accuracy, recall and F1 per round
+``model.pt``        the latest global weights with their model card
+``export/``         the final model as ONNX, TorchScript and safetensors
+``baselines.json``  local-only and pooled figures (``--baselines``)
+``data-check.json`` every hospital's aggregate data statistics and warnings
+``report.*``        the study report (HTML, Markdown) and its figures
+==================  =============================================================
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+from fedward.errors import DataError
+
+
+def json_safe(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy whose float NaN values are ``None`` (JSON has no NaN)."""
+    return {
+        k: (None if isinstance(v, float) and math.isnan(v) else v)
+        for k, v in values.items()
+    }
+
+
+class RunFolder:
+    """One run's folder: the path of each file and how it is read and written.
+
+    Parameters
+    ----------
+    path
+        The folder; created on the first write.
+    """
+
+    CONFIG = "config.json"
+    METRICS = "metrics.jsonl"
+    CURVES = "curves.jsonl"
+    CSV = "metrics.csv"
+    SUMMARY = "summary.json"
+    PLOT = "metrics.png"
+    CHECKPOINT = "model.pt"
+    EXPORT = "export"
+    BASELINES = "baselines.json"
+    BASELINES_PLOT = "baselines.png"
+    DATA_CHECK = "data-check.json"
+    REPORT_HTML = "report.html"
+    REPORT_MD = "report.md"
+    REPORT_FIGURES: ClassVar[dict[str, str]] = {
+        "sites": "sites.png",
+        "confusion": "confusion.png",
+        "roc": "roc.png",
+        "calibration": "calibration.png",
+    }
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    def file(self, name: str) -> Path:
+        """The path of one of the files named on this class."""
+        return self.path / name
+
+    @property
+    def checkpoint(self) -> Path:
+        """The latest global weights (``model.pt``)."""
+        return self.path / self.CHECKPOINT
+
+    @property
+    def export_dir(self) -> Path:
+        """The folder of the exported final model."""
+        return self.path / self.EXPORT
+
+    # --- writing ---------------------------------------------------------------------
+
+    def start(self, config: Mapping[str, Any]) -> None:
+        """Create the folder, write ``config.json`` and empty the per-round files."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.write_json(self.CONFIG, dict(config))
+        for name in (self.METRICS, self.CURVES):
+            self.file(name).write_text("", encoding="utf-8")
+
+    def write_json(self, name: str, data: Any) -> Path:
+        """Write one JSON file atomically (a reader never sees half of it)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        target = self.file(name)
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, target)
+        return target
+
+    def append_jsonl(self, name: str, row: Mapping[str, Any]) -> None:
+        """Append one JSON line."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with self.file(name).open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(json_safe(row)) + "\n")
+
+    # --- reading ---------------------------------------------------------------------
+
+    def has(self, name: str) -> bool:
+        """Whether the file exists."""
+        return self.file(name).is_file()
+
+    def read_json(self, name: str) -> Any:
+        """One JSON file.
+
+        Raises
+        ------
+        DataError
+            If the file is missing or is not JSON.
+        """
+        path = self.file(name)
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise DataError(f"{self.path}: no {name} (not a finished run?)") from None
+        except ValueError as exc:
+            raise DataError(f"{path} is not valid JSON: {exc}") from None
+
+    def read_jsonl(self, name: str) -> list[dict[str, Any]]:
+        """Every line of a JSON-lines file (none if it does not exist)."""
+        return list(self.iter_jsonl(name))
+
+    def iter_jsonl(self, name: str) -> Iterator[dict[str, Any]]:
+        """The lines of a JSON-lines file, one at a time.
+
+        Raises
+        ------
+        DataError
+            If a line is not JSON.
+        """
+        path = self.file(name)
+        if not path.is_file():
+            return
+        with path.open(encoding="utf-8") as fh:
+            for number, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    yield json.loads(line)
+                except ValueError as exc:
+                    raise DataError(f"{path}:{number} is not JSON: {exc}") from None
+
+    def require(self, *names: str) -> None:
+        """Check that every named file exists.
+
+        Raises
+        ------
+        DataError
+            Naming every missing file at once.
+        """
+        missing = [n for n in names if not self.has(n)]
+        if missing:
+            raise DataError(
+                [f"{self.path}: no {n} (not a finished run folder?)" for n in missing]
+            )

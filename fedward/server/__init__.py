@@ -1,1 +1,0 @@
-"""The aggregation server: strategies, evaluation and run folders."""

@@ -1,0 +1,87 @@
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from fedward.config import FedwardConfig
+from fedward.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_pyproject_run_config_mirrors_the_dataclass_defaults() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    table = pyproject["tool"]["flwr"]["app"]["config"]
+
+    assert table == FedwardConfig().to_run_config()
+
+
+def test_from_mapping_reads_kebab_case_keys() -> None:
+    config = FedwardConfig.from_mapping({"local-epochs": 3, "learning-rate": 1})
+
+    assert config.local_epochs == 3
+    assert config.learning_rate == 1.0
+    assert isinstance(config.learning_rate, float)
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    bad = {
+        "local-epoch": 2,  # unknown (typo)
+        "batch-size": "32",  # wrong type
+        "learning-rate": 5.0,  # out of range
+        "device": "tpu",  # not a choice
+        "augment": 1,  # int is not bool
+    }
+
+    with pytest.raises(ConfigError) as info:
+        FedwardConfig.from_mapping(bad)
+
+    problems = info.value.problems
+    assert len(problems) == 5
+    text = "\n".join(problems)
+    assert "unknown key 'local-epoch' (did you mean 'local-epochs'?)" in text
+    assert "'batch-size' must be int" in text
+    assert "'learning-rate' = 5.0 is out of range" in text
+    assert "'device' must be one of auto, cpu, cuda" in text
+    assert "'augment' must be bool" in text
+
+
+def test_cross_field_problems_are_reported() -> None:
+    with pytest.raises(ConfigError) as info:
+        FedwardConfig.from_mapping(
+            {"class-names": "only", "val-fraction": 0.5, "test-fraction": 0.45}
+        )
+
+    text = "\n".join(info.value.problems)
+    assert "at least two" in text
+    assert "must be below 0.9" in text
+
+
+def test_toml_sections_are_flattened_over_a_base(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text('[training]\nlocal-epochs = 4\n[data]\nmodel = "resnet18"\n')
+
+    config = FedwardConfig.from_toml(path, base=FedwardConfig(seed=7))
+
+    assert (config.local_epochs, config.model, config.seed) == (4, "resnet18", 7)
+
+
+def test_invalid_toml_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text("local-epochs = = 4\n")
+
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        FedwardConfig.from_toml(path)
+
+
+def test_odd_but_legal_values_warn(caplog: pytest.LogCaptureFixture) -> None:
+    FedwardConfig.from_mapping({"learning-rate": 0.5})
+
+    assert "unusually high" in caplog.text
+
+
+@pytest.mark.parametrize("scenario", sorted((ROOT / "simulations").glob("*.toml")))
+def test_shipped_scenarios_are_valid(scenario: Path) -> None:
+    config = FedwardConfig.from_toml(scenario)
+
+    assert config.num_hospitals >= 2
