@@ -15,8 +15,8 @@ import numpy as np
 import pydicom
 from PIL import Image
 
-from fedward.common.config import FedwardConfig, SiteConfig
-from fedward.common.data.sources import load_site
+from fedward.config import FedwardConfig, SiteConfig
+from fedward.data.load import load_site
 from fedward.simulation.demo import write_demo
 
 

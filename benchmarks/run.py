@@ -29,11 +29,11 @@ import psutil
 import torch
 from torch import nn
 
-from fedward.client.site import Site
-from fedward.common.config import FedwardConfig, SiteConfig
-from fedward.common.data.datasets import DecodedImages
-from fedward.common.data.sources import load_site
-from fedward.common.training import seed_everything, train
+from fedward.config import FedwardConfig, SiteConfig
+from fedward.data.datasets import DecodedImages
+from fedward.data.load import load_site
+from fedward.learning.loops import seed_everything, train
+from fedward.learning.site import Site
 from fedward.simulation.demo import write_demo
 
 
