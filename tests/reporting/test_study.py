@@ -8,12 +8,24 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import jinja2
 import numpy as np
 import pytest
 from PIL import Image
 
+from fedward.config import FedwardConfig
+from fedward.errors import DataError
 from fedward.metrics.intervals import auroc_interval, f1_bootstrap, wilson
-from fedward.reporting.study import write_report
+from fedward.reporting.study import (
+    Figure,
+    Headline,
+    StudyReport,
+    Table,
+    gather,
+    render,
+    write_report,
+)
+from fedward.runfolder import RunFolder
 from fedward.simulation.demo import write_demo
 from tests.simulate import simulate
 
@@ -35,6 +47,50 @@ def test_auroc_and_f1_intervals_contain_the_value_and_shrink_with_n() -> None:
 
     assert small[0] < large[0] < 0.8 < large[1] < small[1]
     assert f1_low < 0.85 < f1_high
+
+
+def tiny_report(site: str = "hospital-1", **config: object) -> StudyReport:
+    figure = Figure("metrics.png", "per round", "iVBORw0KGgo=")
+    return StudyReport(
+        name="run",
+        headline=Headline(1, 3, 0.9, 0.85, 0.95, 0.001, 0.05, "f1", 2),
+        scopes=Table(["scope", "n"], [["all hospitals", "10"], [site, "10"]]),
+        rounds=figure,
+        figures=[figure],
+        baselines=None,
+        config={**FedwardConfig().to_mapping(), **config},
+        classes=["normal", "opacity"],
+        sites=Table(["site", "images"], [[site, "12"]]),
+    )
+
+
+def test_html_escapes_what_the_run_folder_says_and_markdown_keeps_it() -> None:
+    report = tiny_report(site="<b>h&1</b>", model="<i>cnn</i>")
+
+    page = render(report, "report.html.j2")
+    md = render(report, "report.md.j2")
+
+    assert "&lt;b&gt;h&amp;1&lt;/b&gt;" in page
+    assert "Model: &lt;i&gt;cnn&lt;/i&gt;," in page
+    assert "<b>" not in page
+    assert "<i>" not in page
+    assert "| <b>h&1</b> | 10 |" in md
+    assert "Model: <i>cnn</i>, 3-channel 150x150 input" in md
+    assert "accuracy 0.900, F1 0.850, AUROC 0.950 (binning error bound 0.0010)" in md
+    assert "![per round](metrics.png)" in md
+
+
+def test_a_value_missing_from_the_report_fails_loudly() -> None:
+    report = tiny_report()
+    del report.config["seed"]
+
+    with pytest.raises(jinja2.UndefinedError, match="seed"):
+        render(report, "report.md.j2")
+
+
+def test_a_folder_without_the_run_files_is_a_data_error(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=RunFolder.SUMMARY):
+        gather(RunFolder(tmp_path))
 
 
 @pytest.fixture(scope="module")
