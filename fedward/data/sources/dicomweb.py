@@ -1,25 +1,32 @@
 """PACS source over DICOMweb: search with QIDO-RS, retrieve with WADO-RS.
 
-Instances are stored once in the site's state folder (``dicomweb/<uid>.dcm``) and
-then read like a DICOM folder with a labels CSV (keyed by SOP, series or study
-instance UID). Credentials come from the site's own config; transient failures
-(connection errors, HTTP 429 and 5xx) are retried with exponential back-off.
+The transport is :class:`dicomweb_client.api.DICOMwebClient` on a
+:class:`requests.Session` with basic authentication and a :class:`urllib3.util.Retry`
+for transient failures (connection errors, HTTP 429 and 500/502/503/504, with
+exponential back-off). Instances are stored once in the site's state folder
+(``dicomweb/<uid>.dcm``) and then read like a DICOM folder with a labels CSV (keyed
+by SOP, series or study instance UID). Credentials come from the site's own config.
 """
 
 from __future__ import annotations
 
-import base64
-import email.parser
-import email.policy
-import json
 import logging
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import pydicom
+import requests
+from dicomweb_client.api import DICOMwebClient
+from dicomweb_client.session_utils import create_session, create_session_from_user_pass
+from pydicom.errors import InvalidDicomError
+from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import ConnectionPool
+from urllib3.response import BaseHTTPResponse
+from urllib3.util import Retry
 
 from fedward.config import FedwardConfig, SiteConfig
 from fedward.data.datasets import SiteSplits, collect
@@ -37,7 +44,8 @@ TAGS = {
     "SOPInstanceUID": "00080018",
 }
 PAGE = 500
-DICOM_PARTS = 'multipart/related; type="application/dicom"'
+TRANSIENT = (429, 500, 502, 503, 504)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -57,8 +65,31 @@ class Instance:
         }[keyword]
 
 
+class _LoggedRetry(Retry):
+    """urllib3's ``Retry`` that logs each retry by its cause alone (no URL, no UID)."""
+
+    def increment(
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: BaseHTTPResponse | None = None,
+        error: Exception | None = None,
+        _pool: ConnectionPool | None = None,
+        _stacktrace: TracebackType | None = None,
+    ) -> Self:
+        retry = super().increment(method, url, response, error, _pool, _stacktrace)
+        cause = f"HTTP {response.status}" if response is not None else _cause(error)
+        logger.warning(
+            "PACS request failed (%s); retrying in %.1fs, %s retries left",
+            cause,
+            retry.get_backoff_time(),
+            retry.total,
+        )
+        return retry
+
+
 class DicomWebClient:
-    """A small DICOMweb client with basic authentication and retries.
+    """Search and retrieve instances through ``dicomweb-client``.
 
     Parameters
     ----------
@@ -70,6 +101,14 @@ class DicomWebClient:
         Further attempts after a transient failure.
     timeout
         Seconds per request.
+    backoff
+        urllib3's back-off factor: retry ``n`` waits ``backoff * 2**(n - 1)``
+        seconds (the first retry at once).
+
+    Raises
+    ------
+    DataError
+        ``url`` is not an http(s) URL.
     """
 
     def __init__(
@@ -82,71 +121,86 @@ class DicomWebClient:
         timeout: float = 30.0,
         backoff: float = 0.5,
     ) -> None:
-        self.url = url.rstrip("/")
         self.retries = retries
-        self.timeout = timeout
-        self.backoff = backoff
-        self.requests = 0
-        self._auth = (
-            "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-            if user
-            else ""
+        if user:
+            session = create_session_from_user_pass(user, password)
+        else:
+            session = create_session()
+        retry = _LoggedRetry(
+            total=retries,
+            backoff_factor=backoff,
+            status_forcelist=TRANSIENT,
+            allowed_methods=frozenset({"GET"}),
+            raise_on_status=False,
         )
-
-    def _get(self, path: str, accept: str) -> tuple[str, bytes]:
-        request = urllib.request.Request(
-            f"{self.url}{path}", headers={"Accept": accept}
-        )
-        if self._auth:
-            request.add_header("Authorization", self._auth)
-        for attempt in range(self.retries + 1):
-            self.requests += 1
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    return response.headers.get("Content-Type", ""), response.read()
-            except urllib.error.HTTPError as exc:
-                if exc.code in (401, 403):
-                    raise DataError(
-                        f"PACS refused the credentials (HTTP {exc.code})"
-                    ) from None
-                if exc.code != 429 and exc.code < 500:
-                    raise DataError(
-                        f"PACS answered HTTP {exc.code} for {path}"
-                    ) from None
-                reason = f"HTTP {exc.code}"
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-                reason = str(getattr(exc, "reason", exc))
-            if attempt < self.retries:
-                delay = self.backoff * 2**attempt
-                logger.warning("PACS %s; retrying in %.1fs", reason, delay)
-                time.sleep(delay)
-        raise DataError(f"PACS unreachable after {self.retries + 1} attempts: {reason}")
+        for scheme in ("http://", "https://"):
+            session.mount(scheme, HTTPAdapter(max_retries=retry))
+        try:
+            self.web = DICOMwebClient(url.rstrip("/"), session=session, timeout=timeout)
+        except ValueError:
+            raise DataError("dicomweb-url is not an http(s) DICOMweb URL") from None
+        # one retry policy: the session's, not dicomweb-client's own as well
+        self.web.set_http_retry_params(retry=False)
 
     def search(self, query: str = "") -> list[Instance]:
         """QIDO-RS ``/instances`` with filters (``Modality=CR&...``), every page."""
-        found: list[Instance] = []
-        base = dict(urllib.parse.parse_qsl(query))
-        while True:
-            params = {**base, "limit": str(PAGE), "offset": str(len(found))}
-            _, body = self._get(
-                "/instances?" + urllib.parse.urlencode(params), "application/dicom+json"
-            )
-            page: list[dict[str, Any]] = json.loads(body) if body.strip() else []
-            found.extend(_instance(item) for item in page)
-            if len(page) < PAGE:
-                return found
-
-    def retrieve(self, instance: Instance) -> bytes:
-        """WADO-RS: the instance's DICOM file."""
-        path = (
-            f"/studies/{instance.study}/series/{instance.series}"
-            f"/instances/{instance.sop}"
+        filters = dict(urllib.parse.parse_qsl(query))
+        found = self._call(
+            "search",
+            lambda: self.web.search_for_instances(
+                search_filters=filters, limit=PAGE, get_remaining=True
+            ),
         )
-        content_type, body = self._get(path, DICOM_PARTS)
-        parts = _multipart(content_type, body)
-        if not parts:
-            raise DataError(f"PACS returned no DICOM part for instance {instance.sop}")
-        return parts[0]
+        return [_instance(item) for item in found]
+
+    def retrieve(self, instance: Instance) -> pydicom.Dataset:
+        """WADO-RS: the instance as a pydicom dataset."""
+        try:
+            return self._call(
+                "retrieve",
+                lambda: self.web.retrieve_instance(
+                    instance.study, instance.series, instance.sop
+                ),
+            )
+        except (ValueError, InvalidDicomError):
+            raise DataError("PACS returned no readable DICOM instance") from None
+
+    def _call(self, what: str, request: Callable[[], T]) -> T:
+        """Run one request; turn transport failures into one clear ``DataError``."""
+        try:
+            return request()
+        except requests.HTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else 0
+            if status in (401, 403):
+                raise DataError(
+                    f"PACS refused the credentials (HTTP {status})"
+                ) from None
+            if status in TRANSIENT:
+                raise self._unreachable(f"HTTP {status}") from None
+            raise DataError(f"PACS answered HTTP {status} to a {what}") from None
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise self._unreachable(_cause(exc)) from None
+        except requests.RequestException as exc:
+            raise DataError(f"PACS {what} failed: {_cause(exc)}") from None
+
+    def _unreachable(self, cause: str) -> DataError:
+        return DataError(f"PACS unreachable after {self.retries + 1} attempts: {cause}")
+
+
+def _cause(exc: BaseException | None) -> str:
+    """The innermost cause of a transport error, e.g. ``Connection refused``."""
+    if exc is None:
+        return "unknown error"
+    for _ in range(16):  # requests -> urllib3 -> socket: a few links deep
+        links = (getattr(exc, "reason", None), exc.__cause__, exc.__context__)
+        inner = next(
+            (e for e in (*links, *exc.args[:1]) if isinstance(e, BaseException)), None
+        )
+        if inner is None:
+            break
+        exc = inner
+    text = exc.strerror if isinstance(exc, OSError) else None
+    return str(text or exc or type(exc).__name__)
 
 
 def _instance(item: dict[str, Any]) -> Instance:
@@ -157,20 +211,6 @@ def _instance(item: dict[str, Any]) -> Instance:
     return Instance(
         uid("StudyInstanceUID"), uid("SeriesInstanceUID"), uid("SOPInstanceUID")
     )
-
-
-def _multipart(content_type: str, body: bytes) -> list[bytes]:
-    """The payloads of a ``multipart/related`` response."""
-    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
-    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
-    if not message.is_multipart():
-        return [body] if body.startswith(b"\0" * 128 + b"DICM") else []
-    parts = []
-    for part in message.iter_parts():
-        payload = part.get_payload(decode=True)
-        if isinstance(payload, bytes):
-            parts.append(payload)
-    return parts
 
 
 def client_for(site: SiteConfig) -> DicomWebClient:
@@ -200,13 +240,17 @@ def fetch(
     """Download what is not stored yet; return every instance's local file."""
     store.mkdir(parents=True, exist_ok=True)
     local = {}
+    downloaded = 0
     for inst in instances:
         path = store / f"{inst.sop}.dcm"
         if not path.is_file():
             tmp = path.with_suffix(".part")
-            tmp.write_bytes(client.retrieve(inst))
+            client.retrieve(inst).save_as(tmp)
             tmp.replace(path)
+            downloaded += 1
         local[inst] = path
+    if downloaded:
+        logger.info("downloaded %d new instances from the PACS", downloaded)
     return local
 
 
@@ -224,11 +268,10 @@ def dicomweb_source(
     store = (site.state_dir or Path(".fedward")) / "dicomweb"
     local = fetch(client, wanted, store)
     logger.info(
-        "%s: PACS has %d matching instances, %d labelled; %d requests",
+        "%s: PACS has %d matching instances, %d labelled",
         site.name,
         len(found),
         len(wanted),
-        client.requests,
     )
     labelled = [(local[inst], labels[inst.get(field)]) for inst in wanted]
     data = collect(labelled, store, pre, cache)
