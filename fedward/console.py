@@ -25,6 +25,9 @@ def setup_logging(verbose: bool = False) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     root.propagate = False
+    # libraries that would log request URLs (which can hold study/instance UIDs)
+    for name in ("urllib3", "dicomweb_client"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     os.environ.setdefault("FLWR_LOG_LEVEL", "INFO" if verbose else "WARNING")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
-from torchvision.transforms.v2 import functional as tvf
+from torchvision.transforms import v2
 
 
 class ScaleToUnit:
@@ -17,13 +17,13 @@ class ScaleToUnit:
 
 
 class RandomAugment:
-    """The seed's training augmentation, then scaling to [0, 1].
+    """The seed's training augmentation (torchvision v2), then scaling to [0, 1].
 
     Parameters
     ----------
     shear
-        Maximum shear angle in radians (Keras ``shear_range=0.2``); sampled
-        uniformly in ``[-shear, shear]``.
+        Maximum shear angle in radians (Keras ``shear_range=0.2``); the angle is
+        uniform in ``[-shear, shear]``.
     zoom
         Zoom range: the scale factor is uniform in ``[1 - zoom, 1 + zoom]``.
     horizontal_flip
@@ -31,25 +31,23 @@ class RandomAugment:
     """
 
     def __init__(self, shear: float, zoom: float, horizontal_flip: bool) -> None:
-        self.shear_degrees = math.degrees(shear)
-        self.zoom = zoom
-        self.horizontal_flip = horizontal_flip
+        steps: list[v2.Transform] = []
+        if shear or zoom:
+            degrees = math.degrees(shear)
+            steps.append(
+                v2.RandomAffine(
+                    degrees=0.0,
+                    scale=(1.0 - zoom, 1.0 + zoom),
+                    shear=(-degrees, degrees),
+                    interpolation=v2.InterpolationMode.BILINEAR,
+                )
+            )
+        if horizontal_flip:
+            steps.append(v2.RandomHorizontalFlip(p=0.5))
+        self.augment = v2.Compose(steps) if steps else v2.Identity()
         self.scale = ScaleToUnit()
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         """Augment and scale one image."""
-        draws = torch.rand(3).tolist()
-        shear = (2.0 * draws[0] - 1.0) * self.shear_degrees
-        scale = 1.0 + (2.0 * draws[1] - 1.0) * self.zoom
-        if shear or scale != 1.0:
-            image = tvf.affine(
-                image,
-                angle=0.0,
-                translate=[0, 0],
-                scale=scale,
-                shear=[shear, 0.0],
-                interpolation=tvf.InterpolationMode.BILINEAR,
-            )
-        if self.horizontal_flip and draws[2] < 0.5:
-            image = tvf.horizontal_flip(image)
-        return self.scale(image)
+        augmented: torch.Tensor = self.augment(image)
+        return self.scale(augmented)

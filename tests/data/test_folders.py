@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torchvision.transforms import v2
 
 from fedward.data.decode import Preprocess
 from fedward.data.sources.folders import load_class_folders, load_folder
@@ -133,6 +134,18 @@ def test_augmentation_changes_pixels_keeps_shape_and_range() -> None:
     assert all(o.shape == (1, 32, 32) for o in outs)
     assert all(float(o.min()) >= 0.0 and float(o.max()) <= 1.0 for o in outs)
     assert any(not torch.equal(o, ScaleToUnit()(image)) for o in outs)
+
+
+def test_augmentation_is_the_seeds_shear_zoom_and_flip_in_torchvision_v2() -> None:
+    augment = RandomAugment(shear=0.2, zoom=0.2, horizontal_flip=True)
+
+    affine, flip = augment.augment.transforms
+    assert isinstance(affine, v2.RandomAffine)
+    assert affine.shear == pytest.approx([-11.459, 11.459], abs=1e-3)
+    assert affine.scale == pytest.approx((0.8, 1.2))
+    assert affine.degrees == [0.0, 0.0]
+    assert isinstance(flip, v2.RandomHorizontalFlip)
+    assert flip.p == 0.5
 
 
 def test_without_shear_zoom_and_flip_augmentation_is_identity() -> None:
