@@ -231,6 +231,7 @@ _SITE_PATHS = (
     "node_key",
     "approved_apps",
     "daemon_dir",
+    "models_dir",
 )
 
 
@@ -276,6 +277,9 @@ class SiteConfig(Checked):
     # empty: <site-name>-approved-apps.json and <site-name>-daemon beside site.toml
     approved_apps: str = ""
     daemon_dir: str = ""  # the daemon's own files: gate, unpacked approved app
+    # each run's signed final model, kept after its signature is checked against
+    # root-certificates; empty: <site-name>-models beside site.toml
+    models_dir: str = ""
 
     @classmethod
     def from_site_file(
@@ -292,6 +296,7 @@ class SiteConfig(Checked):
                 "approved_apps": config.approved_apps
                 or f"{config.name}-approved-apps.json",
                 "daemon_dir": config.daemon_dir or f"{config.name}-daemon",
+                "models_dir": config.models_dir or f"{config.name}-models",
             }
         )
         updates: dict[str, Any] = {

@@ -43,3 +43,9 @@ class WeightsError(FedwardError):
     """Model weights do not match the expected model or are not finite."""
 
     exit_code = 5
+
+
+class SignatureError(FedwardError):
+    """A model file is unsigned, changed after signing, or signed by a stranger."""
+
+    exit_code = 6

@@ -11,7 +11,11 @@ files a person can open. Nothing else in fedward spells a run-folder file name.
 ``summary.json``    final and best figures
 ``metrics.png``     accuracy, recall and F1 per round
 ``model.pt``        the latest global weights with their model card
-``export/``         the final model as ONNX, TorchScript and safetensors
+``manifest.json``   SHA-256 of ``model.pt`` and its model card, signed
+``run-signing.key`` a simulation's run-local signing key (not in deployment)
+``final-model.json`` which hospitals accepted the signed final model
+``export/``         the final model as ONNX, TorchScript and safetensors, with
+                    ``model.json`` (its card) and a signed ``manifest.json``
 ``baselines.json``  local-only and pooled figures (``--baselines``)
 ``data-check.json`` every hospital's aggregate data statistics and warnings
 ``report.*``        the study report (HTML, Markdown) and its figures
@@ -28,6 +32,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from fedward.errors import DataError
+from fedward.signing import MANIFEST_FILE, Manifest, Signer, Trust, verify_folder
 
 
 def json_safe(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -54,7 +59,17 @@ class RunFolder:
     SUMMARY = "summary.json"
     PLOT = "metrics.png"
     CHECKPOINT = "model.pt"
+    MANIFEST = MANIFEST_FILE
+    SIGNING_KEY = "run-signing.key"
+    FINAL_MODEL = "final-model.json"
     EXPORT = "export"
+    # an export folder (and the final model a hospital keeps) holds these
+    MODEL_META = "model.json"
+    MODEL_WEIGHTS = "model.safetensors"
+    MODEL_TORCHSCRIPT = "model.torchscript.pt"
+    MODEL_ONNX = "model.onnx"
+    # what the run folder's manifest covers: what a resumed run starts from
+    SIGNED: ClassVar[tuple[str, ...]] = (CHECKPOINT,)
     BASELINES = "baselines.json"
     BASELINES_PLOT = "baselines.png"
     DATA_CHECK = "data-check.json"
@@ -86,6 +101,29 @@ class RunFolder:
     def export_dir(self) -> Path:
         """The folder of the exported final model."""
         return self.path / self.EXPORT
+
+    # --- signing ---------------------------------------------------------------------
+
+    def signer(self) -> Signer:
+        """Who signs this run's files: the server's certificate, else the run key."""
+        return Signer.for_run(self.file(self.SIGNING_KEY))
+
+    def sign(self, signer: Signer, card: Mapping[str, Any]) -> Path:
+        """Sign the run's :attr:`SIGNED` files that exist, with their model card."""
+        return signer.sign_folder(
+            self.path, [n for n in self.SIGNED if self.has(n)], card
+        )
+
+    def verify(self, trust: Trust) -> Manifest | None:
+        """Check ``model.pt`` (and the other :attr:`SIGNED` files) are as signed.
+
+        Raises
+        ------
+        SignatureError
+            Naming the file that is unsigned, changed or signed by another key.
+        """
+        names = [n for n in self.SIGNED if self.has(n)] or [self.CHECKPOINT]
+        return verify_folder(self.path, names, trust)
 
     # --- writing ---------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""``fedward certs``: the consortium's keys (CA, server TLS, hospital node keys)."""
+"""``fedward certs``: the consortium's keys (CA, server TLS and signing, hospitals)."""
 
 from __future__ import annotations
 
@@ -24,16 +24,34 @@ def certs_init(
         list[str] | None, typer.Option(help="Enrol a hospital.")
     ] = None,
 ) -> None:
-    """Make the consortium CA, the server certificate and hospital node keys."""
-    from fedward.deployment.certs import make_ca, make_hospital_key, make_server_cert
+    """Make the consortium CA, the server's TLS and signing keys, hospital keys."""
+    from fedward.deployment.certs import (
+        make_ca,
+        make_hospital_key,
+        make_server_cert,
+        make_signing_cert,
+    )
 
     # the server registers hospital keys over its own loopback, so the
     # certificate always names it too
     names = list(dict.fromkeys([*(server_name or []), "localhost", "127.0.0.1"]))
     typer.echo(f"CA: {make_ca(out)[0]}")
     typer.echo(f"server: {make_server_cert(out, names)[0]} for {', '.join(names)}")
+    typer.echo(f"model signing: {make_signing_cert(out)[0]}")
     for name in hospital or []:
         typer.echo(f"hospital {name}: {make_hospital_key(out, name)[0]}")
+
+
+@app.command("signing")
+def certs_signing(
+    out: Annotated[Path, typer.Option(help="The consortium's keys folder.")] = Path(
+        "certs"
+    ),
+) -> None:
+    """(Re)issue the server's model-signing certificate from the consortium CA."""
+    from fedward.deployment.certs import make_signing_cert
+
+    typer.echo(f"model signing: {make_signing_cert(out)[0]}")
 
 
 @app.command("hospital")

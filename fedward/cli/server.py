@@ -20,7 +20,7 @@ def server(
     """Run the aggregation server: a TLS SuperLink and one federation."""
     setup_logging()
     from fedward.config import ServerConfig
-    from fedward.deployment.server import run_server
+    from fedward.deployment.server import model_signer, run_server
     from fedward.reporting.finish import finish_run
     from fedward.runfolder import RunFolder
 
@@ -37,5 +37,5 @@ def server(
     code = run_server(settings, run, run_config)
     if code:
         raise typer.Exit(code)
-    finish_run(RunFolder(target))
+    finish_run(RunFolder(target), None if settings.insecure else model_signer(settings))
     typer.echo(f"Run folder: {target}")

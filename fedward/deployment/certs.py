@@ -4,10 +4,19 @@ Made with the ``cryptography`` package. Layout under one folder::
 
     ca.crt  ca.key                 the consortium CA (keep ca.key offline)
     server/server.crt server.key   the aggregation server's TLS certificate (SANs)
+    server/model-signing.crt .key  the server's model-signing key (code signing)
     hospitals/<name>/node.key      a hospital's authentication key (OpenSSH, P-384)
     hospitals/<name>/node.pub      its public half, registered with the server
 
 Hospitals receive ``ca.crt`` (to trust the server) and keep their ``node.key``.
+
+The model-signing key is separate from the TLS key on purpose: the TLS key
+sits in the SuperLink, the process that faces the network, while the
+signing key is only read by the ServerApp and the export after a run; and the
+certificates' extended key usages keep the roles apart (a TLS certificate
+cannot sign a model a hospital accepts, the signing certificate cannot serve
+TLS). Hospitals need nothing new: they check the signer against the same
+``ca.crt`` that they already trust for TLS.
 """
 
 from __future__ import annotations
@@ -137,6 +146,56 @@ def make_server_cert(out: Path, names: list[str]) -> tuple[Path, Path]:
     return (
         _write(folder / "server.crt", cert.public_bytes(serialization.Encoding.PEM)),
         _write(folder / "server.key", _pem_key(key), private=True),
+    )
+
+
+def signing_paths(certs: Path) -> tuple[Path, Path]:
+    """The model-signing certificate and key in a consortium's folder."""
+    return (
+        certs / "server" / "model-signing.crt",
+        certs / "server" / "model-signing.key",
+    )
+
+
+def make_signing_cert(
+    out: Path, name: str = "fedward model signing"
+) -> tuple[Path, Path]:
+    """Write the server's model-signing certificate (code signing only), CA-signed."""
+    ca_cert, ca_key = _load_ca(out)
+    key = ec.generate_private_key(ec.SECP384R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(name))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=SERVER_DAYS))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=True,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False
+        )
+        .sign(ca_key, hashes.SHA384())
+    )
+    crt_path, key_path = signing_paths(out)
+    return (
+        _write(crt_path, cert.public_bytes(serialization.Encoding.PEM)),
+        _write(key_path, _pem_key(key), private=True),
     )
 
 

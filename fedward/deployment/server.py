@@ -19,7 +19,9 @@ from types import FrameType
 
 from fedward.config import FedwardConfig, ServerConfig
 from fedward.deployment.bundle import AppSummary, app_dir, build_app
+from fedward.deployment.certs import signing_paths
 from fedward.errors import ConfigError, FedwardError
+from fedward.signing import SIGNING_CERT_ENV, SIGNING_KEY_ENV, Signer
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +99,36 @@ def _wait_for_port(
     raise FedwardError(f"the SuperLink did not listen on {address} in {timeout:.0f}s")
 
 
+def model_signer(server: ServerConfig) -> Signer:
+    """The server's model-signing key and certificate from its certs folder.
+
+    Raises
+    ------
+    ConfigError
+        If they are missing (``fedward certs signing`` issues them) or unusable.
+    """
+    cert, key = signing_paths(Path(server.certs_dir))
+    if not cert.is_file() or not key.is_file():
+        raise ConfigError(
+            f"server config: no model-signing key in {cert.parent} "
+            "(fedward certs signing --out <certs> issues one from the CA)"
+        )
+    return Signer.from_files(cert, key)
+
+
+def signing_environment(server: ServerConfig) -> dict[str, str]:
+    """What tells the ServerApp (started by the SuperLink) which key signs models.
+
+    Plain-text mode (tests on one machine) has no consortium and signs with a
+    run-local key.
+    """
+    if server.insecure:
+        return {}
+    model_signer(server)  # fail early, before the SuperLink starts
+    cert, key = signing_paths(Path(server.certs_dir))
+    return {SIGNING_CERT_ENV: str(cert), SIGNING_KEY_ENV: str(key)}
+
+
 def authorized_keys(server: ServerConfig) -> list[Path]:
     """The hospitals' public keys allowed to join."""
     folder = Path(server.authorized_keys or Path(server.certs_dir) / "hospitals")
@@ -112,7 +144,7 @@ def run_server(server: ServerConfig, run: FedwardConfig, run_config: Path) -> in
     (state / "superlink.db").unlink(missing_ok=True)
     flwr_home = state / "flwr-home"
     write_connection(server, flwr_home)
-    env = {**os.environ, "FLWR_HOME": str(flwr_home)}
+    env = {**os.environ, "FLWR_HOME": str(flwr_home), **signing_environment(server)}
     log = (state / "superlink.log").open("ab")
     superlink = subprocess.Popen(
         superlink_command(server), stdout=log, stderr=log, env=env

@@ -15,10 +15,14 @@ from fedward.config import FedwardConfig, SiteConfig
 from fedward.data.load import load_site, read_site, site_for_folder
 from fedward.data.partition import simulated_site
 from fedward.data.stats import site_statistics
+from fedward.fl.delivery import receive_final_model
 from fedward.fl.protocol import (
+    FINAL_MODEL_ACTION,
     MetricKey,
     RecordKey,
     counts_to_metrics,
+    files_from_record,
+    final_model_reply,
     get_record,
     load_arrays,
     site_record,
@@ -134,6 +138,20 @@ def make_client_app(config: FedwardConfig | None = None) -> ClientApp:
             {
                 RecordKey.SITE_STATS: stats_record(stats),
                 RecordKey.SITE: site_record(site.name),
+            }
+        )
+        return audited(Message(content=content, reply_to=msg), context)
+
+    @app.query(FINAL_MODEL_ACTION)
+    def final_model_handler(msg: Message, context: Context) -> Message:
+        """The signed final model: checked against this site's CA, then kept."""
+        site = site_config(dict(context.node_config))
+        files = files_from_record(get_record(msg, RecordKey.FILES, ArrayRecord))
+        accepted, digest, reason = receive_final_model(site, files, context.run_id)
+        content = RecordDict(
+            {
+                RecordKey.FINAL_MODEL: final_model_reply(accepted, digest, reason),
+                RecordKey.SITE: site_record(site.name if site else "simulated"),
             }
         )
         return audited(Message(content=content, reply_to=msg), context)

@@ -10,7 +10,10 @@ hold only:
   of training images and its last epoch's loss and accuracy;
 - ``evaluate``: the site's name and summable counts over its held-out images
   (:class:`~fedward.metrics.counts.EvalCounts`): summed loss, confusion matrix,
-  score histograms and calibration-bin totals.
+  score histograms and calibration-bin totals;
+- ``query.final_model`` (after the last round the server sends the signed final
+  model): the site's name, whether it accepted the model, the SHA-256 of the
+  manifest it checked, and the reason for a refusal (a signature problem).
 
 No file name, path, patient identifier or pixel is ever put into a record.
 """
@@ -24,7 +27,14 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Message,
+    MessageType,
+    MetricRecord,
+)
 from torch import nn
 
 from fedward.errors import DataError, WeightsError
@@ -43,6 +53,12 @@ class RecordKey(StrEnum):
     METRICS = "metrics"
     SITE = "site"
     SITE_STATS = "site-stats"
+    FILES = "files"
+    FINAL_MODEL = "final-model"
+
+
+FINAL_MODEL_ACTION = "final_model"
+FINAL_MODEL_MESSAGE = f"{MessageType.QUERY}.{FINAL_MODEL_ACTION}"
 
 
 class MetricKey(StrEnum):
@@ -229,3 +245,38 @@ def stats_from_reply(msg: Message) -> dict[str, Any] | None:
         return None
     stats: dict[str, Any] = json.loads(str(record[RecordKey.SITE_STATS]))
     return stats
+
+
+# --- the final model (server -> hospital) and its acknowledgement -------------------
+
+
+def files_record(files: Mapping[str, bytes]) -> ArrayRecord:
+    """Files by name as an ``ArrayRecord`` of byte arrays (sent in chunks)."""
+    arrays = {
+        name: Array(np.frombuffer(b, dtype=np.uint8)) for name, b in files.items()
+    }
+    return ArrayRecord(arrays)
+
+
+def files_from_record(record: ArrayRecord) -> dict[str, bytes]:
+    """The files of a :func:`files_record`."""
+    return {name: record[name].numpy().tobytes() for name in record}
+
+
+def final_model_reply(
+    accepted: bool, manifest_sha256: str, reason: str
+) -> ConfigRecord:
+    """A hospital's answer to the final model: accepted, or refused and why."""
+    return ConfigRecord(
+        {"accepted": accepted, "manifest-sha256": manifest_sha256, "reason": reason}
+    )
+
+
+def final_model_status(msg: Message) -> tuple[bool, str]:
+    """Whether a hospital accepted the final model, and its reason if not."""
+    if msg.has_error():
+        return False, msg.error.reason or "error without a reason"
+    record = msg.content.get(RecordKey.FINAL_MODEL)
+    if not isinstance(record, ConfigRecord):
+        return False, "no answer about the final model"
+    return bool(record.get("accepted")), str(record.get("reason", ""))

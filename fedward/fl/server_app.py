@@ -1,9 +1,12 @@
 """The aggregation server's Flower ServerApp: runs FedAvg and writes the run folder.
 
-The run folder gets the latest global weights every round (``model.pt``); what
-is made from them afterwards (exports, plots, the study report) is done outside
-the app, by ``fedward simulate`` / ``fedward server`` or ``fedward report``, so
-that it is not part of the code hospitals approve.
+The run folder gets the latest global weights every round (``model.pt``), signed
+(``manifest.json``: by the server's model-signing key when deployed, a run-local
+key in simulation); after the last round every hospital is sent the signed final
+model (:mod:`fedward.fl.delivery`). What is made from the weights afterwards
+(exports, plots, the study report) is done outside the app, by ``fedward
+simulate`` / ``fedward server`` or ``fedward report``, so that it is not part of
+the code hospitals approve.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from flwr.serverapp import Grid, ServerApp
 from fedward.config import FedwardConfig
 from fedward.fl.central import make_central_evaluator
 from fedward.fl.data_check import federated_data_check
+from fedward.fl.delivery import deliver_final_model
 from fedward.fl.protocol import metric_record, to_arrays
 from fedward.fl.recorder import RunRecorder
 from fedward.fl.strategies import FedwardFedAvg
@@ -31,6 +35,7 @@ def run_federation(grid: Grid, config: FedwardConfig) -> dict[str, object]:
     """Run ``num-server-rounds`` of FedAvg over the grid; return the run summary."""
     folder = RunFolder(config.run_dir)
     recorder = RunRecorder(folder.path, config)
+    signer = folder.signer()
     seed_everything(config.seed)
     model = get_model(
         config.model,
@@ -55,19 +60,22 @@ def run_federation(grid: Grid, config: FedwardConfig) -> dict[str, object]:
             state = arrays.to_torch_state_dict()
             card = ModelCard.of_run(config, server_round)
             save_checkpoint(folder.checkpoint, card, state)
+            folder.sign(signer, card.meta())
         if central is None:
             return None
         metrics = central(arrays.to_torch_state_dict())
         recorder.record_central(server_round, metrics)
         return metric_record(metrics)
 
-    strategy.start(
+    result = strategy.start(
         grid=grid,
         initial_arrays=to_arrays(model),
         num_rounds=config.num_server_rounds,
         timeout=config.round_timeout,
         evaluate_fn=evaluate_fn,
     )
+    card = ModelCard.of_run(config, config.num_server_rounds)
+    deliver_final_model(grid, folder, card, result.arrays, signer, config.round_timeout)
     return recorder.finish()
 
 

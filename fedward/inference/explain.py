@@ -16,6 +16,7 @@ from PIL import Image
 from torch import nn
 
 from fedward.errors import DataError, ModelError
+from fedward.signing import Trust
 
 
 def last_conv(model: nn.Module) -> nn.Conv2d:
@@ -92,7 +93,7 @@ def explain_files(
 
 
 def explain_paths(
-    model_path: Path, paths: list[Path], out: Path
+    model_path: Path, paths: list[Path], out: Path, trust: Trust | None = None
 ) -> tuple[list[dict[str, str]], list[tuple[str, str]]]:
     """Grad-CAM for files and folders; write overlays and ``gradcam.csv``.
 
@@ -102,13 +103,15 @@ def explain_paths(
     ------
     ModelError
         If the model is ONNX or TorchScript (Grad-CAM needs the PyTorch weights).
+    SignatureError
+        If the weights are unsigned, changed or signed by a refused key.
     DataError
         If no file can be decoded.
     """
     from fedward.inference.export import Predictor, eager_weights
     from fedward.inference.predict import expand
 
-    predictor = Predictor(eager_weights(model_path))
+    predictor = Predictor(eager_weights(model_path), trust)
     module = predictor.eager_model
     if module is None:
         raise ModelError("Grad-CAM needs model.pt or model.safetensors, not ONNX")

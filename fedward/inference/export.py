@@ -2,8 +2,9 @@
 
 Every export folder holds ``model.json`` (model name, class names, input size and
 channels, scaling) beside ``model.safetensors``, ``model.torchscript.pt`` and
-``model.onnx``; :class:`Predictor` loads any of them and gives class
-probabilities for image or DICOM files, preprocessed as in training.
+``model.onnx``, and ``manifest.json`` signing all four; :class:`Predictor`
+verifies and loads any of them and gives class probabilities for image or DICOM
+files, preprocessed as in training.
 """
 
 from __future__ import annotations
@@ -21,23 +22,26 @@ from torch import nn
 
 from fedward.data.decode import Preprocess, decode_file
 from fedward.errors import ModelError
-from fedward.models.checkpoint import ModelCard, load_checkpoint
+from fedward.models.checkpoint import ModelCard, load_checkpoint, model_files
 from fedward.runfolder import RunFolder
+from fedward.signing import Signer, Trust, verify_folder
 
 logger = logging.getLogger(__name__)
 
-META_FILE = "model.json"
-WEIGHTS_FILE = "model.safetensors"
-TORCHSCRIPT_FILE = "model.torchscript.pt"
-ONNX_FILE = "model.onnx"
+META_FILE = RunFolder.MODEL_META
+WEIGHTS_FILE = RunFolder.MODEL_WEIGHTS
+TORCHSCRIPT_FILE = RunFolder.MODEL_TORCHSCRIPT
+ONNX_FILE = RunFolder.MODEL_ONNX
 
 
 def export_model(
-    card: ModelCard, state: Mapping[str, torch.Tensor], out: Path
+    card: ModelCard,
+    state: Mapping[str, torch.Tensor],
+    out: Path,
+    *,
+    signer: Signer,
 ) -> dict[str, Path]:
-    """Write the four export files to ``out``; return them by kind."""
-    from safetensors.torch import save_file
-
+    """Write the four export files and their signed manifest; return them by kind."""
     out.mkdir(parents=True, exist_ok=True)
     model = card.build(state)
     example = torch.zeros(1, card.in_channels, card.image_size, card.image_size)
@@ -47,15 +51,8 @@ def export_model(
         "torchscript": out / TORCHSCRIPT_FILE,
         "onnx": out / ONNX_FILE,
     }
-    meta = {
-        **card.__dict__,
-        "input": "float32 (N, C, H, W) in [0, 1]",
-        "output": "logits",
-    }
-    files["meta"].write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    save_file(
-        {k: v.contiguous() for k, v in model.state_dict().items()}, files["safetensors"]
-    )
+    for name, data in model_files(card, model.state_dict()).items():
+        (out / name).write_bytes(data)
     # torch deprecates tracing and the TorchScript-based ONNX exporter in favour of
     # torch.export; both still produce the files deployments load today
     with torch.no_grad(), warnings.catch_warnings():
@@ -72,7 +69,10 @@ def export_model(
             output_names=["logits"],
             dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
         )
-    logger.info("exported the model to %s", out)
+    files["manifest"] = signer.sign_folder(
+        out, [p.name for p in files.values()], card.meta()
+    )
+    logger.info("exported the model to %s (signed by a %s key)", out, signer.kind)
     return files
 
 
@@ -89,8 +89,8 @@ def eager_weights(path: Path) -> Path:
     return path
 
 
-def load_card(path: Path) -> tuple[ModelCard, Path]:
-    """The model card of a model file or export folder, and the model file.
+def model_file(path: Path) -> Path:
+    """The model file a path names: itself, or the best one in a folder.
 
     ``path`` may be an export folder, a file in one, or a run folder's
     ``model.pt`` (or the run folder itself).
@@ -98,26 +98,48 @@ def load_card(path: Path) -> tuple[ModelCard, Path]:
     Raises
     ------
     ModelError
-        If no model card or model file is found.
+        If no model file is found.
     """
     if path.is_dir():
         for candidate in (
             path / ONNX_FILE,
             path / RunFolder.EXPORT / ONNX_FILE,
+            path / WEIGHTS_FILE,
             path / RunFolder.CHECKPOINT,
         ):
             if candidate.is_file():
-                path = candidate
-                break
-        else:
-            raise ModelError(f"{path}: no model.onnx, export/ or model.pt inside")
+                return candidate
+        raise ModelError(
+            f"{path}: no model.onnx, export/, model.safetensors or model.pt inside"
+        )
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
+    return path
+
+
+def load_card(path: Path, trust: Trust) -> tuple[ModelCard, Path]:
+    """The model card of a model file or folder, and the model file, both verified.
+
+    The model file and the card it is used with (``model.json``, or the card
+    inside ``model.pt``) must be listed in the folder's signed ``manifest.json``
+    (:mod:`fedward.signing`) with the digests they have now.
+
+    Raises
+    ------
+    ModelError
+        If no model card or model file is found.
+    SignatureError
+        If the files are unsigned (and ``trust`` does not allow it), changed, or
+        signed by a key ``trust`` does not accept.
+    """
+    path = model_file(path)
     if path.name == RunFolder.CHECKPOINT:
+        verify_folder(path.parent, [path.name], trust)
         return load_checkpoint(path)[0], path
     meta = path.parent / META_FILE
     if not meta.is_file():
         raise ModelError(f"{path}: no {META_FILE} beside it")
+    verify_folder(path.parent, [path.name, META_FILE], trust)
     return ModelCard.from_meta(json.loads(meta.read_text(encoding="utf-8"))), path
 
 
@@ -125,11 +147,12 @@ class Predictor:
     """Class probabilities from any exported or checkpointed model.
 
     ``.onnx`` runs in ONNX Runtime, ``.torchscript.pt`` in TorchScript,
-    ``.safetensors`` and ``model.pt`` in PyTorch.
+    ``.safetensors`` and ``model.pt`` in PyTorch. The files are verified
+    against their signed manifest first (:func:`load_card`).
     """
 
-    def __init__(self, path: Path) -> None:
-        self.card, self.path = load_card(path)
+    def __init__(self, path: Path, trust: Trust | None = None) -> None:
+        self.card, self.path = load_card(path, trust or Trust())
         self._onnx: Any = None
         self._torch: Any = None
         if self.path.suffix == ".onnx":

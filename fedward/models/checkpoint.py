@@ -3,11 +3,14 @@
 A run folder's ``model.pt`` holds the global weights with the model name, class
 names, input size and round (:class:`ModelCard`); every export and every tool that
 loads weights (predict, explain, export) starts from such a card.
+:func:`model_files` gives the two files that make a usable model anywhere,
+``model.json`` (the card) and ``model.safetensors`` (the weights).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +21,7 @@ from torch import nn
 
 from fedward.config import FedwardConfig
 from fedward.models import get_model
+from fedward.runfolder import RunFolder
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,14 @@ class ModelCard:
         )
         model.load_state_dict(dict(state))
         return model.eval()
+
+    def meta(self) -> dict[str, Any]:
+        """What ``model.json`` (and a signed manifest's card) holds."""
+        return {
+            **dataclasses.asdict(self),
+            "input": "float32 (N, C, H, W) in [0, 1]",
+            "output": "logits",
+        }
 
     @classmethod
     def of_run(cls, config: FedwardConfig, server_round: int) -> ModelCard:
@@ -91,3 +103,14 @@ def load_checkpoint(path: Path) -> tuple[ModelCard, dict[str, torch.Tensor]]:
     """The card and weights of a file written by :func:`save_checkpoint`."""
     payload = torch.load(path, map_location="cpu", weights_only=True)
     return ModelCard.from_checkpoint(payload), dict(payload["state_dict"])
+
+
+def model_files(card: ModelCard, state: Mapping[str, torch.Tensor]) -> dict[str, bytes]:
+    """``model.json`` and ``model.safetensors`` as bytes, by file name."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    return {
+        RunFolder.MODEL_META: (json.dumps(card.meta(), indent=2) + "\n").encode(),
+        RunFolder.MODEL_WEIGHTS: save(tensors),
+    }
