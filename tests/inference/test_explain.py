@@ -39,11 +39,13 @@ def test_grad_cam_of_a_trained_model_points_at_the_lesion(
 def test_explain_cli_writes_overlays(write_folder: WriteFolder, tmp_path: Path) -> None:
     from fedward.models import get_model
     from fedward.models.checkpoint import ModelCard, save_checkpoint
+    from fedward.signing import Signer
 
     torch.manual_seed(0)
     state = get_model("seed-cnn", num_classes=2, image_size=32).state_dict()
     card = ModelCard("seed-cnn", ["normal", "opacity"], 3, 32, 1)
     save_checkpoint(tmp_path / "model.pt", card, state)
+    Signer.ephemeral().sign_folder(tmp_path, ["model.pt"], card.meta())
     images = write_folder(per_class=2)
 
     code = main(
