@@ -4,6 +4,7 @@ YAML files must parse and reference what exists; the example TOML files must pas
 fedward's own config checks; systemd units go through ``systemd-analyze verify``.
 """
 
+import importlib.util
 import shutil
 import subprocess
 import tomllib
@@ -23,7 +24,7 @@ def test_compose_services_reference_existing_files() -> None:
     services = compose["services"]
     assert {"server", "st-mary", "general", "orthanc"} <= set(services)
     assert services["server"]["build"]["dockerfile"] == "deploy/Dockerfile"
-    for name in ("server", "st-mary", "general"):
+    for name in ("server", "st-mary", "general", "orthanc"):
         for volume in services[name]["volumes"]:
             source = volume.split(":")[0]
             if source.startswith("./compose/"):
@@ -31,6 +32,11 @@ def test_compose_services_reference_existing_files() -> None:
         for network in services[name]["networks"]:
             assert network in compose["networks"]
     assert compose["networks"]["general-lan"]["internal"] is True
+    # no image from a registry: Orthanc is built from Debian's packages too
+    assert services["orthanc"]["build"]["dockerfile"] == "deploy/orthanc.Dockerfile"
+    assert (DEPLOY / "orthanc.Dockerfile").is_file()
+    # the hospital daemon owns restarts of its SuperNode, not the container engine
+    assert services["st-mary"]["restart"] == services["general"]["restart"] == "no"
     for name in ("st-mary", "general"):  # approve the image's code, then run
         script = services[name]["command"][0]
         assert script.index("fedward hospital approve") < script.index("exec fedward")
@@ -95,10 +101,34 @@ def test_systemd_units_verify() -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_dockerfile_installs_fedward_and_runs_unprivileged() -> None:
-    text = (DEPLOY / "Dockerfile").read_text()
+def test_dockerfiles_take_their_base_and_install_offline() -> None:
+    fedward = (DEPLOY / "Dockerfile").read_text()
+    orthanc = (DEPLOY / "orthanc.Dockerfile").read_text()
 
-    assert "FROM python:3.11" in text
-    assert "torch==2.14.1" in text
-    assert "USER fedward" in text
-    assert 'ENTRYPOINT ["fedward"]' in text
+    for text in (fedward, orthanc):
+        assert "ARG BASE=" in text
+        assert "FROM ${BASE}" in text
+    assert "pip install --no-index" in fedward  # the wheelhouse only
+    assert "USER fedward" in fedward
+    assert 'ENTRYPOINT ["fedward"]' in fedward
+    assert "orthanc-dicomweb" in orthanc
+
+
+def test_the_wheelhouse_pins_what_is_installed_here() -> None:
+    spec = importlib.util.spec_from_file_location(
+        "wheelhouse", DEPLOY / "wheelhouse.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    wheelhouse = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(wheelhouse)
+
+    pins = wheelhouse.pinned_closure()
+
+    assert pins["torch"] == "2.14.1"
+    assert pins["torchvision"] == "0.29.1"
+    assert pins["flwr"] == "1.42.0"
+    assert "ray" in pins  # flwr[simulation]
+    assert "fedward" not in pins
+    assert any(wheelhouse.CUDA_RUNTIME.match(name) for name in pins)
+    assert not wheelhouse.CUDA_RUNTIME.match("torch")
