@@ -1,6 +1,6 @@
 """A wheelhouse: every third-party wheel fedward needs, for installs with no index.
 
-    python deploy/wheelhouse.py [--out build/wheelhouse] [--cuda]
+    python deploy/wheelhouse.py [--out build/wheelhouse]
 
 Pins exactly the versions installed in this Python environment (those the tests
 ran with): fedward's requirements are walked through the installed packages'
@@ -15,9 +15,11 @@ build)::
     pip install --no-index --find-links OUT --no-deps -r OUT/requirements.txt
     pip install --no-index --no-deps --no-build-isolation -e .
 
-Without ``--cuda`` the CUDA runtime that PyPI's torch wheel pulls in (the
-``nvidia-*`` and ``cuda-*`` packages and triton, about 2.7 GB) is left out: torch
-then runs on the CPU only, which is what fedward's CPU deployments use.
+torch 2.14.1 from PyPI is a CUDA build: its ``nvidia-*`` and ``cuda-*``
+requirements (about 2.7 GB of wheels) are in the wheelhouse too, since torch does
+not import without them (``libtorch_python`` links the CUDA libraries), even on a
+machine without a GPU. A CPU-only torch of the pinned version would shrink the
+image by that much; none is available offline here.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 
-CUDA_RUNTIME = re.compile(r"^(nvidia-.*|cuda-.*|triton)$")
 BUILD_BACKEND = ("setuptools",)
 
 
@@ -63,26 +64,32 @@ def pinned_closure(
     return pins
 
 
+def missing_wheels(out: Path, pins: dict[str, str]) -> dict[str, str]:
+    """The pins that have no wheel in ``out`` yet (a wheel's name: name-version-...)."""
+    present = set()
+    for wheel in out.glob("*.whl"):
+        name, version = wheel.name.split("-")[:2]
+        present.add((_canonical(name), version))
+    return {n: v for n, v in pins.items() if (n, v) not in present}
+
+
 def main() -> int:
     """Write the requirements file and fetch the wheels."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("build/wheelhouse"))
-    parser.add_argument(
-        "--cuda", action="store_true", help="keep torch's CUDA runtime packages"
-    )
     args = parser.parse_args()
     pins = pinned_closure()
     pins.update({name: metadata.version(name) for name in BUILD_BACKEND})
-    if not args.cuda:
-        pins = {n: v for n, v in pins.items() if not CUDA_RUNTIME.match(n)}
     args.out.mkdir(parents=True, exist_ok=True)
     requirements = args.out / "requirements.txt"
     requirements.write_text("".join(f"{n}=={v}\n" for n, v in sorted(pins.items())))
-    print(f"{len(pins)} pinned packages in {requirements}", flush=True)
-    # --find-links OUT: wheels already there are not fetched again
+    missing = missing_wheels(args.out, pins)
+    print(f"{len(pins)} pinned packages in {requirements}, {len(missing)} to fetch")
+    if not missing:
+        return 0
     command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet",
-               "--wheel-dir", str(args.out), "--find-links", str(args.out),
-               "-r", str(requirements)]  # fmt: skip
+               "--wheel-dir", str(args.out),
+               *(f"{n}=={v}" for n, v in sorted(missing.items()))]  # fmt: skip
     return subprocess.run(command, check=False).returncode
 
 

@@ -130,5 +130,5 @@ def test_the_wheelhouse_pins_what_is_installed_here() -> None:
     assert pins["flwr"] == "1.42.0"
     assert "ray" in pins  # flwr[simulation]
     assert "fedward" not in pins
-    assert any(wheelhouse.CUDA_RUNTIME.match(name) for name in pins)
-    assert not wheelhouse.CUDA_RUNTIME.match("torch")
+    # torch from PyPI is a CUDA build: it does not import without these
+    assert any(name.startswith("nvidia-cudnn") for name in pins)

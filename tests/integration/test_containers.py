@@ -27,8 +27,8 @@ from fedward.inference.export import Predictor
 from fedward.signing import Trust
 from fedward.simulation.demo import write_demo
 from tests.containers import (
-    ENV,
     DEPLOY,
+    ENV,
     build_images,
     chown_tree,
     compose,

@@ -16,6 +16,9 @@ from typing import Any
 import pytest
 
 from fedward.deployment.certs import make_ca, make_hospital_key
+from fedward.inference.export import Predictor
+from fedward.runfolder import RunFolder
+from fedward.signing import Trust, verify_folder
 from fedward.simulation.demo import write_demo
 from tests.deploy import consortium, other_app, site_file, this_app
 from tests.pacs import free_port
@@ -161,3 +164,28 @@ def test_a_hospital_refuses_app_code_it_did_not_approve(
     assert not (tmp / "st-luke-daemon" / "flwr" / "apps").exists()
     summary = json.loads((tmp / "run" / "summary.json").read_text())
     assert "st-luke" not in summary["final"]["sites"]
+
+
+def test_the_good_hospitals_kept_the_final_model_signed_by_the_server(
+    federation: dict[str, object],
+) -> None:
+    tmp = Path(str(federation["tmp"]))
+    trust = Trust.from_ca_file(tmp / "certs" / "ca.crt")
+
+    record = json.loads((tmp / "run" / "final-model.json").read_text())
+    # st-luke's gate refuses the delivery like every task of the unapproved app
+    assert record["accepted"] == ["general", "st-mary"]
+    assert [("refuses app" in reason) for reason in record["refused"].values()] == [
+        True
+    ]
+    for name in ("st-mary", "general"):
+        kept = list((tmp / f"{name}-models").iterdir())
+        assert len(kept) == 1
+        assert Predictor(kept[0], trust).card.server_round == 2
+    # the run folder and its export carry the consortium's model-signing signature
+    run = RunFolder(tmp / "run").verify(trust)
+    export = verify_folder(tmp / "run" / "export", ["model.onnx", "model.json"], trust)
+    assert run is not None
+    assert export is not None
+    assert run.signer == export.signer
+    assert "fedward model signing" in run.signer
