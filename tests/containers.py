@@ -2,8 +2,10 @@
 
 Everything is made here from Debian's mirror and PyPI (through pip's own
 configuration); nothing comes from an image registry. What is already there is
-reused: the base image (podman's store), the wheelhouse (``build/wheelhouse``,
-pip skips the wheels it holds) and podman's build cache for the image layers.
+reused: the base image (podman's store), the wheelhouse (kept in
+``~/.cache/fedward/wheelhouse``, linked into the build context's
+``build/wheelhouse``; only wheels it lacks are fetched) and podman's build cache
+for the image layers.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ BASE = "localhost/fedward-base:bookworm"
 IMAGES = {"fedward": "Dockerfile", "fedward-orthanc": "orthanc.Dockerfile"}
 UID = 10001  # the fedward user in deploy/Dockerfile (and runAsUser in deploy/k8s)
 ENV = {**os.environ, "CONTAINERS_CONF": str(DEPLOY / "podman" / "containers.conf")}
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fedward"
 logger = logging.getLogger(__name__)
 
 

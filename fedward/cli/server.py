@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -20,11 +21,14 @@ def server(
     """Run the aggregation server: a TLS SuperLink and one federation."""
     setup_logging()
     from fedward.config import ServerConfig
-    from fedward.deployment.server import model_signer, run_server
+    from fedward.deployment.server import run_server, signing_environment
     from fedward.reporting.finish import finish_run
     from fedward.runfolder import RunFolder
 
     settings, run = ServerConfig.from_server_file(config)
+    # this process and the ServerApp the SuperLink starts sign with the
+    # consortium's model-signing key (RunFolder.signer reads these)
+    os.environ.update(signing_environment(settings))
     target = (run_dir or Path(run.run_dir)).resolve()
     run = run.replace(run_dir=str(target))
     state = Path(settings.state_dir)
@@ -37,5 +41,5 @@ def server(
     code = run_server(settings, run, run_config)
     if code:
         raise typer.Exit(code)
-    finish_run(RunFolder(target), None if settings.insecure else model_signer(settings))
+    finish_run(RunFolder(target))
     typer.echo(f"Run folder: {target}")

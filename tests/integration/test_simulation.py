@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from fedward.runfolder import RunFolder
+from fedward.signing import Signer, Trust, verify_folder
 from fedward.simulation.demo import write_demo
 from tests.simulate import simulate
 
@@ -36,6 +38,14 @@ def test_two_hospitals_one_round_writes_a_complete_run_folder(tmp_path: Path) ->
     assert set(check["sites"]) == {"hospital-1", "hospital-2"}
     assert "round 1/1" in result.stderr
     assert "global (pooled counts)" in result.stdout
+    # model.pt and the export are signed by the run's own key (integrity only)
+    key = Signer.run_local(run / "run-signing.key")
+    signed = RunFolder(run).verify(Trust.of_signer(key))
+    export = verify_folder(run / "export", ["model.onnx", "model.json"], Trust())
+    assert signed is not None
+    assert export is not None
+    assert signed.fingerprint == export.fingerprint == key.fingerprint
+    assert signed.card["server_round"] == 1
 
 
 def test_a_crashing_hospital_does_not_lose_the_run(tmp_path: Path) -> None:
