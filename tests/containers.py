@@ -50,6 +50,15 @@ def podman(*args: str, timeout: float = 600, check: bool = True) -> str:
     return result.stdout
 
 
+def logs(container: str) -> str:
+    """What a container wrote, stdout and stderr (where fedward logs) together."""
+    result = subprocess.run(
+        ["podman", "logs", container], capture_output=True, text=True, env=ENV,
+        timeout=120, check=False,
+    )  # fmt: skip
+    return result.stdout + result.stderr
+
+
 def compose(project: str, folder: Path, *args: str, timeout: float = 600) -> str:
     """Run ``podman-compose`` on ``folder/compose.yaml`` as project ``project``."""
     command = [sys.executable, "-m", "podman_compose", "-p", project,

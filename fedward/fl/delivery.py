@@ -43,6 +43,9 @@ from fedward.signing import Signer, Trust, read_manifest, sha256_bytes
 logger = logging.getLogger(__name__)
 
 MODEL_FILES = (RunFolder.MODEL_META, RunFolder.MODEL_WEIGHTS)
+# a hospital only checks and writes two files: it answers in seconds, and a
+# hospital that cannot answer must not hold the end of the run for a round timeout
+DELIVERY_TIMEOUT = 300.0
 
 
 def signed_model_files(
@@ -60,7 +63,7 @@ def deliver_final_model(
     card: ModelCard,
     arrays: ArrayRecord,
     signer: Signer,
-    timeout: float = 600.0,
+    timeout: float = DELIVERY_TIMEOUT,
 ) -> dict[str, Any]:
     """Send the signed final model to every connected hospital; record the answers."""
     if signer.certificate is None:
@@ -85,11 +88,16 @@ def deliver_final_model(
         else:
             refused[name] = reason
             logger.warning("final model: %s refused it: %s", name, reason)
+    silent = len(messages) - len(accepted) - len(refused)
+    if silent:
+        logger.warning("final model: %d hospital(s) did not answer in %.0fs",
+                       silent, timeout)  # fmt: skip
     result = {
         "round": card.server_round,
         "manifest-sha256": sha256_bytes(files[RunFolder.MANIFEST]),
         "accepted": sorted(accepted),
         "refused": refused,
+        "no-answer": silent,
     }
     logger.info("final model accepted by %d hospital(s)", len(accepted))
     folder.write_json(RunFolder.FINAL_MODEL, result)

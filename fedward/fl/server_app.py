@@ -74,9 +74,10 @@ def run_federation(grid: Grid, config: FedwardConfig) -> dict[str, object]:
         timeout=config.round_timeout,
         evaluate_fn=evaluate_fn,
     )
+    summary = recorder.finish()
     card = ModelCard.of_run(config, config.num_server_rounds)
-    deliver_final_model(grid, folder, card, result.arrays, signer, config.round_timeout)
-    return recorder.finish()
+    deliver_final_model(grid, folder, card, result.arrays, signer)
+    return summary
 
 
 def make_server_app(config: FedwardConfig | None = None) -> ServerApp:

@@ -35,6 +35,7 @@ from tests.containers import (
     podman,
     volume_path,
 )
+from tests.containers import logs as container_logs
 
 pytestmark = [pytest.mark.integration, pytest.mark.containers]
 PROJECT = f"fedward-test-{os.getpid()}"
@@ -111,7 +112,7 @@ def consortium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
         compose(PROJECT, folder, "up", "-d")
         code = podman("wait", f"{PROJECT}_server_1", timeout=900).strip()
         logs = {
-            name: podman("logs", f"{PROJECT}_{name}_1", check=False)
+            name: container_logs(f"{PROJECT}_{name}_1")
             for name in ("server", "st-mary", "general")
         }
         run = volume_path(f"{PROJECT}_server-state") / "runs" / "compose"
