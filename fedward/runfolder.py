@@ -125,6 +125,19 @@ class RunFolder:
         names = [n for n in self.SIGNED if self.has(n)] or [self.CHECKPOINT]
         return verify_folder(self.path, names, trust)
 
+    def verify_own(self) -> Manifest | None:
+        """Check the run's files carry this run's own signature (before resuming).
+
+        Only the key that signs for this run now (:meth:`signer`) is accepted, so
+        a checkpoint changed, unsigned, or signed by anyone else is refused.
+
+        Raises
+        ------
+        SignatureError
+            Naming the file that is unsigned, changed or signed by another key.
+        """
+        return self.verify(Trust.of_signer(self.signer()))
+
     # --- writing ---------------------------------------------------------------------
 
     def start(self, config: Mapping[str, Any]) -> None:

@@ -13,6 +13,7 @@ from fedward.deployment.certs import (
     signing_paths,
 )
 from fedward.errors import ConfigError, SignatureError
+from fedward.runfolder import RunFolder
 from fedward.signing import MANIFEST_FILE, Signer, Trust, verify_folder
 
 CARD = {"model": "seed-cnn", "classes": ["a", "b"]}
@@ -187,3 +188,51 @@ def test_a_key_that_is_not_the_certificates_is_a_config_error(
 
     with pytest.raises(ConfigError, match="is not the key of"):
         Signer.from_files(cert, other_key)
+
+
+def signed_run(tmp_path: Path) -> RunFolder:
+    folder = RunFolder(tmp_path / "run")
+    folder.path.mkdir(parents=True)
+    folder.checkpoint.write_bytes(bytes(range(256)) * 8)
+    folder.sign(folder.signer(), CARD)
+    return folder
+
+
+def test_a_run_to_resume_must_carry_its_own_unchanged_signature(
+    tmp_path: Path,
+) -> None:
+    folder = signed_run(tmp_path)
+
+    manifest = folder.verify_own()
+
+    assert manifest is not None
+    assert manifest.files == {"model.pt": manifest.files["model.pt"]}
+
+
+def test_resuming_refuses_a_tampered_checkpoint(tmp_path: Path) -> None:
+    folder = signed_run(tmp_path)
+    data = bytearray(folder.checkpoint.read_bytes())
+    data[100] ^= 0x80
+    folder.checkpoint.write_bytes(bytes(data))
+
+    with pytest.raises(SignatureError, match=r"model\.pt was changed after"):
+        folder.verify_own()
+
+
+def test_resuming_refuses_a_checkpoint_re_signed_by_another_key(
+    tmp_path: Path,
+) -> None:
+    folder = signed_run(tmp_path)
+    folder.checkpoint.write_bytes(b"other weights")
+    folder.sign(Signer.ephemeral(), CARD)  # a consistent manifest, a stranger's key
+
+    with pytest.raises(SignatureError, match="not by the expected key"):
+        folder.verify_own()
+
+
+def test_resuming_refuses_an_unsigned_checkpoint(tmp_path: Path) -> None:
+    folder = signed_run(tmp_path)
+    folder.file(RunFolder.MANIFEST).unlink()
+
+    with pytest.raises(SignatureError, match=r"model\.pt is unsigned"):
+        folder.verify_own()
