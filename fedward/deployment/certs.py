@@ -120,32 +120,45 @@ def _san(names: list[str]) -> x509.SubjectAlternativeName:
     return x509.SubjectAlternativeName(entries)
 
 
-def make_server_cert(out: Path, names: list[str]) -> tuple[Path, Path]:
-    """Write the server's certificate for ``names`` (DNS names or IPs), CA-signed."""
-    if not names:
-        raise ConfigError("the server certificate needs at least one name or address")
+def _issue(
+    out: Path, subject: str, extensions: list[tuple[x509.ExtensionType, bool]]
+) -> tuple[bytes, bytes]:
+    """A new P-384 key and its end-entity certificate from the CA, as PEM."""
     ca_cert, ca_key = _load_ca(out)
     key = ec.generate_private_key(ec.SECP384R1())
     now = dt.datetime.now(dt.UTC)
-    cert = (
+    builder = (
         x509.CertificateBuilder()
-        .subject_name(_name(names[0]))
+        .subject_name(_name(subject))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=SERVER_DAYS))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_san(names), critical=False)
-        .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-        )
-        .sign(ca_key, hashes.SHA384())
+    )
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    cert = builder.sign(ca_key, hashes.SHA384())
+    return cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)
+
+
+def make_server_cert(out: Path, names: list[str]) -> tuple[Path, Path]:
+    """Write the server's certificate for ``names`` (DNS names or IPs), CA-signed."""
+    if not names:
+        raise ConfigError("the server certificate needs at least one name or address")
+    cert, key = _issue(
+        out,
+        names[0],
+        [
+            (_san(names), False),
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False),
+        ],
     )
     folder = out / "server"
     return (
-        _write(folder / "server.crt", cert.public_bytes(serialization.Encoding.PEM)),
-        _write(folder / "server.key", _pem_key(key), private=True),
+        _write(folder / "server.crt", cert),
+        _write(folder / "server.key", key, private=True),
     )
 
 
@@ -161,42 +174,21 @@ def make_signing_cert(
     out: Path, name: str = "fedward model signing"
 ) -> tuple[Path, Path]:
     """Write the server's model-signing certificate (code signing only), CA-signed."""
-    ca_cert, ca_key = _load_ca(out)
-    key = ec.generate_private_key(ec.SECP384R1())
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(name))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=SERVER_DAYS))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=True,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False
-        )
-        .sign(ca_key, hashes.SHA384())
+    usage = x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=True,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=False,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
     )
+    code_signing = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING])
+    cert, key = _issue(out, name, [(usage, True), (code_signing, False)])
     crt_path, key_path = signing_paths(out)
-    return (
-        _write(crt_path, cert.public_bytes(serialization.Encoding.PEM)),
-        _write(key_path, _pem_key(key), private=True),
-    )
+    return _write(crt_path, cert), _write(key_path, key, private=True)
 
 
 def make_hospital_key(out: Path, name: str) -> tuple[Path, Path]:
