@@ -158,7 +158,7 @@ def run_server(server: ServerConfig, run: FedwardConfig, run_config: Path) -> in
 
     signal.signal(signal.SIGTERM, stop)
     try:
-        _wait_for_port(server.address, superlink, 60)
+        _wait_for_port(server.address, superlink, 180)  # slow starts under load
         if not server.insecure:
             for key in authorized_keys(server):
                 subprocess.run(
