@@ -128,6 +128,7 @@ PHI_FIELDS = (
 )
 
 
+@pytest.mark.filterwarnings("ignore:Expected explicit VR:UserWarning")
 def test_data_check_inventories_an_unlabelled_export(tmp_path: Path) -> None:
     import pydicom
 

@@ -196,12 +196,15 @@ class DecodeCache:
         self.hits = 0
         self.misses = 0
         self.write_failed = False
+        self._settings: dict[Preprocess, Path] = {}
         self._folders: set[Path] = set()
         self._pending: dict[Path, torch.Tensor | str] = {}
         self._writer: ThreadPoolExecutor | None = None
 
     def _key(self, file: RawFile, pre: Preprocess) -> Path:
-        return self.root / pre.key() / file.digest[:2] / file.digest
+        if pre not in self._settings:
+            self._settings[pre] = self.root / pre.key()
+        return self._settings[pre] / file.digest[:2] / file.digest
 
     def decode(self, source: Path | RawFile, pre: Preprocess) -> torch.Tensor:
         """Like :func:`decode_file`, from the cache when possible."""
