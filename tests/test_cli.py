@@ -1,5 +1,7 @@
+import json
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -108,3 +110,66 @@ def test_a_commands_exit_code_is_the_process_exit_code(tmp_path: Path) -> None:
 
     assert result.returncode == 2  # a config error: no CA or node key named
     assert "'root-certificates' must name an existing file" in result.stderr
+
+
+PHI_FIELDS = (
+    "PatientName",
+    "PatientID",
+    "OtherPatientIDs",
+    "PatientBirthDate",
+    "StudyDate",
+    "SeriesDate",
+    "ContentDate",
+    "AccessionNumber",
+    "InstitutionName",
+    "ReferringPhysicianName",
+    "StudyDescription",
+    "SeriesDescription",
+)
+
+
+@pytest.mark.filterwarnings("ignore:Expected explicit VR:UserWarning")
+def test_data_check_inventories_an_unlabelled_export(tmp_path: Path) -> None:
+    import pydicom
+
+    from fedward.data.datasets import collect
+    from fedward.data.decode import Preprocess
+    from fedward.data.dicom import is_dicom
+    from tests.dicom_files import PYDICOM_TEST_FILES
+
+    export = tmp_path / "export"
+    export.mkdir()
+    files = [p for p in sorted(PYDICOM_TEST_FILES.iterdir()) if p.is_file()]
+    for path in files:
+        (export / path.name).write_bytes(path.read_bytes())
+    headers = [
+        pydicom.dcmread(p, force=True, stop_before_pixels=True)
+        for p in files
+        if is_dicom(p)
+    ]
+
+    result = run_cli("data", "check", "export", "--json", cwd=tmp_path)
+    text = run_cli("data", "check", "export", cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    inv = json.loads(result.stdout)["unlabelled"]["export"]
+    assert inv["files"] == len(files)
+    assert inv["kinds"]["DICOM"] == len(headers)
+    trainable = collect(
+        [(p, 0) for p in sorted(export.iterdir())], export, Preprocess()
+    )
+    assert inv["decodable"] == len(trainable) > 0
+    assert inv["quarantined"] == len(files) - len(trainable)
+    modalities = Counter(str(ds.get("Modality") or "(none)") for ds in headers)
+    assert inv["modality"] == dict(modalities)
+    assert ["rtplan.dcm", "no pixel data"] in inv["quarantined-files"]
+    assert ["MR_truncated.dcm", "undecodable: ValueError"] in inv["quarantined-files"]
+    assert text.returncode == 0, text.stderr
+    assert "export: 85 files" in text.stdout
+    assert "quarantined: no pixel data (" in text.stdout
+    assert "no labels found" in text.stdout
+    phi = {str(ds.get(field) or "").strip() for ds in headers for field in PHI_FIELDS}
+    phi = {value for value in phi if len(value) >= 6}  # short ones match by chance
+    output = result.stdout + result.stderr + text.stdout + text.stderr
+    assert len(phi) > 20
+    assert [value for value in phi if value in output] == []

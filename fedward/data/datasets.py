@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from fedward.data.decode import DecodeCache, NotSelected, Preprocess, decode
+from fedward.data.decode import DecodeCache, NotSelected, Preprocess, RawFile, decode
 from fedward.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -56,24 +56,27 @@ class DecodedImages:
 
 
 def collect(
-    labelled: Sequence[tuple[Path, int]],
+    labelled: Iterable[tuple[Path | RawFile, int]],
     root: Path,
     pre: Preprocess,
     cache: DecodeCache | None = None,
 ) -> DecodedImages:
-    """Decode ``(path, label)`` pairs; record each unusable file with its reason.
+    """Decode ``(file, label)`` pairs; record each unusable file with its reason.
 
-    Paths in warnings and in ``skipped`` are relative to ``root``.
+    A file is a path, or a :class:`RawFile` a source has already read; pairs may
+    come from a generator, so only one file's bytes are held at a time. Paths in
+    warnings and in ``skipped`` are relative to ``root``.
     """
     images: list[torch.Tensor] = []
     labels: list[int] = []
     paths: list[str] = []
     skipped: list[tuple[str, str]] = []
     excluded = 0
-    for path, label in labelled:
+    for source, label in labelled:
+        path = source.path if isinstance(source, RawFile) else source
         shown = str(path.relative_to(root)) if path.is_relative_to(root) else path.name
         try:
-            images.append(decode(path, pre, cache))
+            images.append(decode(source, pre, cache))
         except NotSelected:
             excluded += 1
             continue
@@ -87,13 +90,17 @@ def collect(
             continue
         labels.append(label)
         paths.append(str(path))
+    if cache is not None:
+        cache.flush()
     if skipped:
         logger.warning("%s: skipped %d unusable file(s)", root, len(skipped))
     if not images:
         empty = DecodedImages.empty(pre.in_channels, pre.image_size)
         empty.skipped, empty.excluded = skipped, excluded
         return empty
-    stacked = torch.stack(images)
+    # a single-threaded copy: torch's parallel stack can stall for seconds when
+    # the machine's cores are busy with other work
+    stacked = torch.from_numpy(np.stack([image.numpy() for image in images]))
     return DecodedImages(
         stacked, torch.tensor(labels, dtype=torch.int64), paths, skipped, excluded
     )

@@ -1,7 +1,9 @@
 """One file to one uint8 ``(C, H, W)`` tensor, for image files and DICOM alike.
 
-Decoded arrays can be cached on the site's disk, keyed by the file's content and
-the preprocessing settings, so later epochs, rounds and runs skip decoding.
+A file is read once (:class:`RawFile`): its bytes are sniffed, hashed for the
+cache key and parsed from memory. Decoded arrays can be cached on the site's
+disk, keyed by the file's content and the preprocessing settings, so later
+epochs, rounds and runs skip decoding.
 """
 
 from __future__ import annotations
@@ -9,12 +11,16 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+from pydicom.dataset import Dataset
 
 from fedward.data.dicom import (
     DicomOptions,
@@ -49,26 +55,93 @@ class Preprocess:
         return hashlib.sha256(repr(self).encode()).hexdigest()[:16]
 
 
+class RawFile:
+    """One file's bytes, read once: sniffed, hashed and parsed from memory.
+
+    The DICOM dataset is parsed at most once, with its pixels, and shared by the
+    header filters, a source's label look-up and the decoder.
+    """
+
+    def __init__(self, path: Path, data: bytes) -> None:
+        self.path = path
+        self.data = data
+        self._dataset: Dataset | None = None
+
+    @classmethod
+    def read(cls, path: Path) -> RawFile:
+        """Read ``path``.
+
+        Raises
+        ------
+        DataError
+            If the file cannot be read.
+        """
+        try:
+            return cls(path, path.read_bytes())
+        except OSError as exc:
+            raise DataError(f"unreadable: {exc.strerror}") from None
+
+    @cached_property
+    def digest(self) -> str:
+        """SHA-256 of the content, hex."""
+        return hashlib.sha256(self.data).hexdigest()
+
+    @cached_property
+    def is_dicom(self) -> bool:
+        """Whether the content is DICOM (see :func:`fedward.data.dicom.is_dicom`)."""
+        return is_dicom(self.data)
+
+    def dataset(self) -> Dataset:
+        """The DICOM dataset with its pixels, parsed on first use.
+
+        Raises
+        ------
+        DataError
+            If the content does not parse as DICOM.
+        """
+        if self._dataset is None:
+            self._dataset = read_dataset(self.data, pixels=True)
+        return self._dataset
+
+    def header(self) -> Dataset:
+        """The dataset for header look-ups, even where the pixel data do not parse.
+
+        Raises
+        ------
+        DataError
+            If not even the header parses.
+        """
+        try:
+            return self.dataset()
+        except DataError:
+            return read_dataset(self.data)
+
+
 def fit_picture(pil: Image.Image, pre: Preprocess) -> torch.Tensor:
     """Convert to the model's channels, resize, and return uint8 ``(C, H, W)``."""
+    size = (pre.image_size, pre.image_size)
+    if pil.mode == "L" and pre.in_channels == 3:
+        # Pillow resamples each band alike: resize one band, then copy it thrice
+        grey = np.asarray(pil.resize(size, Image.Resampling.BILINEAR))
+        return torch.from_numpy(np.repeat(grey[None], 3, axis=0))
     pil = pil.convert("L" if pre.in_channels == 1 else "RGB")
-    pil = pil.resize((pre.image_size, pre.image_size), Image.Resampling.BILINEAR)
+    pil = pil.resize(size, Image.Resampling.BILINEAR)
     array = np.array(pil, dtype=np.uint8)
     array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
     return torch.from_numpy(np.ascontiguousarray(array))
 
 
-def decode_picture(path: Path, pre: Preprocess) -> torch.Tensor:
+def decode_picture(source: Path | BinaryIO, pre: Preprocess) -> torch.Tensor:
     """PNG, JPEG and other picture files through Pillow."""
     try:
-        with Image.open(path) as img:
+        with Image.open(source) as img:
             img.load()
             return fit_picture(img, pre)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise DataError(f"does not decode: {exc}") from None
 
 
-def decode_dicom_file(path: Path, pre: Preprocess) -> torch.Tensor:
+def decode_dicom_file(source: Path | RawFile, pre: Preprocess) -> torch.Tensor:
     """A DICOM file, after the header filters of ``pre.dicom``.
 
     Raises
@@ -78,35 +151,44 @@ def decode_dicom_file(path: Path, pre: Preprocess) -> torch.Tensor:
     DataError
         If the file cannot be used.
     """
-    if pre.dicom.select and not header_matches(read_dataset(path), pre.dicom.select):
-        raise NotSelected(str(path))
-    unit = decode_dicom(path, pre.dicom)
-    pil = Image.fromarray(np.round(unit * 255.0).astype(np.uint8))
+    file = source if isinstance(source, RawFile) else RawFile.read(source)
+    if pre.dicom.select and not header_matches(file.header(), pre.dicom.select):
+        raise NotSelected(str(file.path))
+    unit = decode_dicom(file.dataset(), pre.dicom)
+    unit *= 255.0
+    pil = Image.fromarray(np.rint(unit, out=unit).astype(np.uint8))
     return fit_picture(pil, pre)
 
 
-def decode_file(path: Path, pre: Preprocess) -> torch.Tensor:
+def decode_file(source: Path | RawFile, pre: Preprocess) -> torch.Tensor:
     """Decode a picture (by suffix) or a DICOM file (by content).
+
+    ``source`` is a path, or a file already read.
 
     Raises
     ------
     NotSelected
         A DICOM file the site's header filters leave out.
     DataError
-        If the file is neither, or cannot be decoded; the message is the reason.
+        If the file is unreadable, neither kind, or cannot be decoded; the message
+        is the reason.
     """
-    if path.suffix.lower() in IMAGE_SUFFIXES:
-        return decode_picture(path, pre)
-    if is_dicom(path):
-        return decode_dicom_file(path, pre)
-    raise DataError(f"not an image or DICOM file ({path.suffix or 'no extension'})")
+    file = source if isinstance(source, RawFile) else RawFile.read(source)
+    if file.path.suffix.lower() in IMAGE_SUFFIXES:
+        return decode_picture(io.BytesIO(file.data), pre)
+    if file.is_dicom:
+        return decode_dicom_file(file, pre)
+    suffix = file.path.suffix or "no extension"
+    raise DataError(f"not an image or DICOM file ({suffix})")
 
 
 class DecodeCache:
     """Decoded tensors on disk, keyed by file content and preprocessing.
 
     A failure is cached too (its reason), so a broken file is not decoded again.
-    ``hits`` and ``misses`` count look-ups since creation.
+    ``hits`` and ``misses`` count look-ups since creation. New entries are written
+    by a background thread, so decoding does not wait for the disk; until written
+    they are served from memory, and :meth:`flush` waits for them.
     """
 
     def __init__(self, root: Path) -> None:
@@ -114,18 +196,27 @@ class DecodeCache:
         self.hits = 0
         self.misses = 0
         self.write_failed = False
+        self._settings: dict[Preprocess, Path] = {}
+        self._folders: set[Path] = set()
+        self._pending: dict[Path, torch.Tensor | str] = {}
+        self._writer: ThreadPoolExecutor | None = None
 
-    def _key(self, path: Path, pre: Preprocess) -> Path:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        return self.root / pre.key() / digest[:2] / digest
+    def _key(self, file: RawFile, pre: Preprocess) -> Path:
+        if pre not in self._settings:
+            self._settings[pre] = self.root / pre.key()
+        return self._settings[pre] / file.digest[:2] / file.digest
 
-    def decode(self, path: Path, pre: Preprocess) -> torch.Tensor:
+    def decode(self, source: Path | RawFile, pre: Preprocess) -> torch.Tensor:
         """Like :func:`decode_file`, from the cache when possible."""
-        try:
-            key = self._key(path, pre)
-        except OSError as exc:
-            raise DataError(f"unreadable: {exc.strerror}") from None
+        file = source if isinstance(source, RawFile) else RawFile.read(source)
+        key = self._key(file, pre)
         array_file, error_file = key.with_suffix(".npy"), key.with_suffix(".err")
+        pending = self._pending.get(key)
+        if pending is not None:
+            self.hits += 1
+            if isinstance(pending, str):
+                raise DataError(pending)
+            return pending
         if array_file.is_file():
             self.hits += 1
             return torch.from_numpy(np.load(array_file))
@@ -134,20 +225,41 @@ class DecodeCache:
             raise DataError(error_file.read_text(encoding="utf-8"))
         self.misses += 1
         try:
-            tensor = decode_file(path, pre)
+            tensor = decode_file(file, pre)
         except DataError as exc:
-            self._store(error_file, exc.problems[0].encode())
+            self._write_later(key, exc.problems[0])
             raise
-        buffer = io.BytesIO()
-        np.save(buffer, tensor.numpy())
-        self._store(array_file, buffer.getvalue())
+        self._write_later(key, tensor)
         return tensor
+
+    def flush(self) -> None:
+        """Wait until every new entry is written (or has failed to be)."""
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
+
+    def _write_later(self, key: Path, entry: torch.Tensor | str) -> None:
+        self._pending[key] = entry
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="fedward-cache")
+        self._writer.submit(self._write, key, entry)
+
+    def _write(self, key: Path, entry: torch.Tensor | str) -> None:
+        if isinstance(entry, str):
+            self._store(key.with_suffix(".err"), entry.encode())
+        else:
+            buffer = io.BytesIO()
+            np.save(buffer, entry.numpy())
+            self._store(key.with_suffix(".npy"), buffer.getvalue())
+        del self._pending[key]
 
     def _store(self, target: Path, data: bytes) -> None:
         """Write through a temporary file; a full or read-only disk only warns."""
         tmp = target.with_name(target.name + ".tmp")
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.parent not in self._folders:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                self._folders.add(target.parent)
             tmp.write_bytes(data)
             tmp.replace(target)
         except OSError as exc:
@@ -156,6 +268,8 @@ class DecodeCache:
             self.write_failed = True
 
 
-def decode(path: Path, pre: Preprocess, cache: DecodeCache | None) -> torch.Tensor:
+def decode(
+    source: Path | RawFile, pre: Preprocess, cache: DecodeCache | None
+) -> torch.Tensor:
     """Decode through ``cache`` when there is one."""
-    return cache.decode(path, pre) if cache is not None else decode_file(path, pre)
+    return cache.decode(source, pre) if cache is not None else decode_file(source, pre)

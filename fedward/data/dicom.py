@@ -11,6 +11,7 @@ Header values never leave this module except the non-identifying ones listed in
 from __future__ import annotations
 
 import fnmatch
+import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,17 +68,20 @@ class DicomOptions:
     select: tuple[tuple[str, str], ...] = ()
 
 
-def is_dicom(path: Path) -> bool:
-    """Whether ``path`` holds DICOM: the ``DICM`` marker, or a parseable header.
+def is_dicom(source: Path | bytes) -> bool:
+    """Whether a file (its path or its bytes) holds DICOM.
 
-    Files without the 128-byte preamble are accepted when they parse and name an
-    SOP class or carry pixel data.
+    The ``DICM`` marker decides; files without the 128-byte preamble are accepted
+    when they parse and name an SOP class or a modality.
     """
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(132)
-    except OSError:
-        return False
+    if isinstance(source, bytes):
+        head = source[:132]
+    else:
+        try:
+            with source.open("rb") as fh:
+                head = fh.read(132)
+        except OSError:
+            return False
     if head[128:132] == b"DICM":
         return True
     if len(head) < 8:
@@ -85,14 +89,14 @@ def is_dicom(path: Path) -> bool:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(path, force=True, stop_before_pixels=True)
+            ds = pydicom.dcmread(_readable(source), force=True, stop_before_pixels=True)
         return "SOPClassUID" in ds or "Modality" in ds
     except Exception:
         return False
 
 
-def read_dataset(path: Path, *, pixels: bool = False) -> Dataset:
-    """The DICOM dataset of ``path``, with pixel data only if ``pixels``.
+def read_dataset(source: Path | bytes, *, pixels: bool = False) -> Dataset:
+    """The DICOM dataset of a file (its path or its bytes), with pixels if ``pixels``.
 
     Raises
     ------
@@ -102,9 +106,15 @@ def read_dataset(path: Path, *, pixels: bool = False) -> Dataset:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return pydicom.dcmread(path, stop_before_pixels=not pixels, force=True)
+            return pydicom.dcmread(
+                _readable(source), stop_before_pixels=not pixels, force=True
+            )
     except (InvalidDicomError, OSError, ValueError, EOFError, KeyError) as exc:
         raise DataError(f"not DICOM: {type(exc).__name__}") from None
+
+
+def _readable(source: Path | bytes) -> Path | io.BytesIO:
+    return io.BytesIO(source) if isinstance(source, bytes) else source
 
 
 def header_matches(ds: Dataset, select: tuple[tuple[str, str], ...]) -> bool:
@@ -133,10 +143,13 @@ def _frame(ds: Dataset, frame: int) -> np.ndarray:
 
 
 def _window(values: np.ndarray, center: float, width: float) -> np.ndarray:
-    """DICOM's linear window (PS3.3 C.11.2.1.2), scaled to [0, 1]."""
+    """DICOM's linear window (PS3.3 C.11.2.1.2), scaled to [0, 1], in place."""
     if width <= 1:
-        return (values > center - 0.5).astype(np.float64)
-    return np.clip((values - (center - 0.5)) / (width - 1) + 0.5, 0.0, 1.0)
+        return (values > center - 0.5).astype(np.float32)
+    values -= np.float32(center - 0.5)
+    values /= np.float32(width - 1)
+    values += np.float32(0.5)
+    return np.clip(values, 0.0, 1.0, out=values)
 
 
 def _first(value: Any) -> float:
@@ -149,36 +162,58 @@ def _first(value: Any) -> float:
 def _to_unit_range(values: np.ndarray) -> np.ndarray:
     low, high = float(values.min()), float(values.max())
     if high <= low:
-        return np.zeros_like(values, dtype=np.float64)
-    return (values - low) / (high - low)
+        return np.zeros_like(values, dtype=np.float32)
+    values = np.asarray(values, dtype=np.float32) - np.float32(low)
+    values /= np.float32(high - low)
+    return values
+
+
+def _modality(ds: Dataset, raw: np.ndarray) -> np.ndarray:
+    """The modality LUT applied, as a new float32 array.
+
+    Numeric rescale slope and intercept are applied here; a modality LUT
+    sequence, or odd rescale values, go through pydicom.
+    """
+    slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
+    rescale = isinstance(slope, int | float) and isinstance(intercept, int | float)
+    if not rescale or ds.get("ModalityLUTSequence"):
+        return np.array(apply_modality_lut(raw, ds), dtype=np.float32)
+    values = raw.astype(np.float32)
+    if slope != 1:
+        values *= np.float32(slope)
+    if intercept != 0:
+        values += np.float32(intercept)
+    return values
 
 
 def _grayscale(ds: Dataset, raw: np.ndarray, options: DicomOptions) -> np.ndarray:
-    values = np.asarray(apply_modality_lut(raw, ds), dtype=np.float64)
+    values = _modality(ds, raw)
     if options.window_width > 0:
         unit = _window(values, options.window_center, options.window_width)
     elif "VOILUTSequence" in ds:
-        unit = _to_unit_range(np.asarray(apply_voi_lut(values, ds), dtype=np.float64))
+        unit = _to_unit_range(np.asarray(apply_voi_lut(values, ds)))
     elif "WindowCenter" in ds and "WindowWidth" in ds:
         unit = _window(values, _first(ds.WindowCenter), _first(ds.WindowWidth))
     else:
         unit = _to_unit_range(values)
     if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":
-        unit = 1.0 - unit
+        unit = np.subtract(np.float32(1.0), unit, out=unit)
     return unit
 
 
 def _colour(ds: Dataset, raw: np.ndarray) -> np.ndarray:
     photometric = str(ds.get("PhotometricInterpretation", ""))
     if photometric == "PALETTE COLOR":
-        rgb = np.asarray(apply_color_lut(raw, ds), dtype=np.float64)
-        return rgb / (255.0 if rgb.max() <= 255 else 65535.0)
+        rgb = np.asarray(apply_color_lut(raw, ds), dtype=np.float32)
+        return rgb / np.float32(255.0 if rgb.max() <= 255 else 65535.0)
     bits = int(ds.get("BitsStored", 8) or 8)
-    return np.asarray(raw, dtype=np.float64) / float(2**bits - 1)
+    return np.asarray(raw, dtype=np.float32) / np.float32(2**bits - 1)
 
 
-def decode_dicom(path: Path, options: DicomOptions) -> np.ndarray:
+def decode_dicom(source: Path | bytes | Dataset, options: DicomOptions) -> np.ndarray:
     """Pixels in [0, 1] as float32 ``(H, W)`` (grayscale) or ``(H, W, 3)`` (RGB).
+
+    ``source`` is a file's path, its bytes, or its dataset read with pixels.
 
     Raises
     ------
@@ -186,7 +221,7 @@ def decode_dicom(path: Path, options: DicomOptions) -> np.ndarray:
         With the reason: not DICOM, no pixel data, undecodable, truncated, an
         unsupported layout or non-finite values.
     """
-    ds = read_dataset(path, pixels=True)
+    ds = source if isinstance(source, Dataset) else read_dataset(source, pixels=True)
     if "PixelData" not in ds and "FloatPixelData" not in ds:
         if "SOPClassUID" not in ds and "PatientID" not in ds:
             raise DataError("not DICOM")
@@ -215,8 +250,8 @@ def decode_dicom(path: Path, options: DicomOptions) -> np.ndarray:
         raise DataError(f"unsupported image shape {unit.shape}")
     if not np.isfinite(unit).all():
         raise DataError("pixel values are not finite")
-    pixels: np.ndarray = np.clip(unit, 0.0, 1.0).astype(np.float32)
-    return pixels
+    pixels = np.asarray(unit, dtype=np.float32)
+    return np.clip(pixels, 0.0, 1.0, out=pixels)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -24,6 +24,15 @@ def list_files(folder: Path) -> list[Path]:
     )
 
 
+def holds_files(folder: Path) -> bool:
+    """Whether any non-hidden file lies below ``folder``."""
+    return any(
+        p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        for p in folder.rglob("*")
+    )
+
+
 def subfolders(folder: Path) -> list[Path]:
     """The non-hidden folders directly inside ``folder``, sorted."""
     return sorted(p for p in folder.iterdir() if p.is_dir() and not _hidden(p))
@@ -41,7 +50,7 @@ def hospital_folders(root: Path) -> list[Path]:
     """One folder per hospital under ``root``, sorted by name."""
     if not root.is_dir():
         raise DataError(f"data folder does not exist: {root}")
-    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    folders = subfolders(root)
     if not folders:
         raise DataError(f"{root} holds no hospital folders")
     return folders
@@ -54,12 +63,7 @@ def is_per_hospital(root: Path) -> bool:
     """
     if not root.is_dir():
         raise DataError(f"data folder does not exist: {root}")
-    return any(
-        child.is_dir()
-        for sub in root.iterdir()
-        if sub.is_dir()
-        for child in sub.iterdir()
-    )
+    return any(subfolders(sub) for sub in subfolders(root))
 
 
 def data_class_names(root: Path) -> list[str]:

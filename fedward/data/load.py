@@ -53,7 +53,7 @@ def load_site(site: SiteConfig, run: FedwardConfig) -> SiteSplits:
         are unusable.
     """
     loader = get_source(site.source)
-    state = _writable(site.state_dir)
+    state = writable_state(site.state_dir)
     cache = DecodeCache(state / "cache") if state is not None else None
     splits = loader(site, run, preprocess_for(site, run), cache)
     skipped = splits.skipped()
@@ -77,7 +77,7 @@ def load_site(site: SiteConfig, run: FedwardConfig) -> SiteSplits:
     return splits
 
 
-def _writable(state: Path | None) -> Path | None:
+def writable_state(state: Path | None) -> Path | None:
     """The state folder if it can be created and written, else None (with a warning)."""
     if state is None:
         return None

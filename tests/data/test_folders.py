@@ -154,3 +154,15 @@ def test_without_shear_zoom_and_flip_augmentation_is_identity() -> None:
     out = RandomAugment(shear=0.0, zoom=0.0, horizontal_flip=False)(image)
 
     assert torch.equal(out, ScaleToUnit()(image))
+
+
+def test_the_state_folder_does_not_make_a_pooled_set_per_hospital(
+    write_folder: WriteFolder,
+) -> None:
+    from fedward.data.discovery import data_class_names, is_per_hospital
+
+    root = write_folder(per_class=1)
+    (root / ".fedward" / "cache").mkdir(parents=True)
+
+    assert not is_per_hospital(root)
+    assert data_class_names(root) == ["normal", "opacity"]

@@ -8,21 +8,21 @@ column that says which images a row labels::
     study_instance_uid,label        every image of a study
     path,label                      a file, relative to the data folder
 
-Files are found by content, not extension. Without a CSV the folder is read as
-class subfolders of DICOM files.
+Files are found by content, not extension, and each is read once: the same bytes
+give the label key, the cache key and the pixels. Without a CSV the folder is
+read as class subfolders of DICOM files.
 """
 
 from __future__ import annotations
 
 import csv
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from fedward.config import FedwardConfig, SiteConfig
 from fedward.data.datasets import SiteSplits, collect
-from fedward.data.decode import DecodeCache, Preprocess
-from fedward.data.dicom import is_dicom, read_dataset
+from fedward.data.decode import DecodeCache, Preprocess, RawFile
 from fedward.data.discovery import list_files
 from fedward.data.sources.folders import folders_source
 from fedward.data.sources.registry import register_source
@@ -87,35 +87,55 @@ def read_labels(
     return KEY_COLUMNS[column], labels
 
 
-def label_files(
-    root: Path, labels_csv: Path, classes: Sequence[str], key: str
-) -> tuple[list[tuple[Path, int]], list[tuple[str, str]], int]:
-    """Labelled DICOM files under ``root``, non-DICOM files, the unlabelled count."""
-    field, labels = read_labels(labels_csv, classes, key)
-    labelled: list[tuple[Path, int]] = []
-    foreign: list[tuple[str, str]] = []
-    unlabelled = 0
-    for path in list_files(root):
-        if path == labels_csv:
-            continue
-        relative = path.relative_to(root).as_posix()
-        if not is_dicom(path):
-            foreign.append((relative, "not DICOM"))
-            continue
-        try:
-            value = (
-                relative if field == "path" else str(read_dataset(path).get(field, ""))
-            )
-        except DataError as exc:
-            foreign.append((relative, exc.problems[0]))
-            continue
-        if not value:
-            foreign.append((relative, f"header has no {field} (truncated?)"))
-        elif value in labels:
-            labelled.append((path, labels[value]))
-        else:
-            unlabelled += 1
-    return labelled, foreign, unlabelled
+class LabelledFiles:
+    """The labelled DICOM files under ``root``, read one at a time, in path order.
+
+    Iterating yields ``(file, label)`` with the file's bytes already read, so its
+    label key, cache key and pixels all come from one read. Files that are not
+    DICOM or lack the key field go to ``foreign`` with a reason; files without a
+    label are counted in ``unlabelled``.
+
+    Raises
+    ------
+    DataError
+        From :func:`read_labels`, when the labels file is unusable.
+    """
+
+    def __init__(
+        self, root: Path, labels_csv: Path, classes: Sequence[str], key: str
+    ) -> None:
+        self.root = root
+        self.labels_csv = labels_csv
+        self.field, self.labels = read_labels(labels_csv, classes, key)
+        self.foreign: list[tuple[str, str]] = []
+        self.unlabelled = 0
+
+    def __iter__(self) -> Iterator[tuple[RawFile, int]]:
+        for path in list_files(self.root):
+            if path == self.labels_csv:
+                continue
+            relative = path.relative_to(self.root).as_posix()
+            try:
+                file = RawFile.read(path)
+                if not file.is_dicom:
+                    self.foreign.append((relative, "not DICOM"))
+                    continue
+                value = (
+                    relative
+                    if self.field == "path"
+                    else str(file.header().get(self.field, ""))
+                )
+            except DataError as exc:
+                self.foreign.append((relative, exc.problems[0]))
+                continue
+            if not value:
+                self.foreign.append(
+                    (relative, f"header has no {self.field} (truncated?)")
+                )
+            elif value in self.labels:
+                yield file, self.labels[value]
+            else:
+                self.unlabelled += 1
 
 
 @register_source("dicom")
@@ -128,13 +148,13 @@ def dicom_source(
     root = Path(site.data_path)
     if not root.is_dir():
         raise DataError(f"data folder does not exist: {root}")
-    labelled, foreign, unlabelled = label_files(
-        root, Path(site.labels_csv), run.classes, site.label_key
-    )
-    if unlabelled:
+    files = LabelledFiles(root, Path(site.labels_csv), run.classes, site.label_key)
+    data = collect(files, root, pre, cache)
+    if files.unlabelled:
         logger.info(
-            "%s: %d DICOM files have no label and are left out", site.name, unlabelled
+            "%s: %d DICOM files have no label and are left out",
+            site.name,
+            files.unlabelled,
         )
-    data = collect(labelled, root, pre, cache)
-    data.skipped = foreign + data.skipped
+    data.skipped = files.foreign + data.skipped
     return split_for_run(data, run, root)
