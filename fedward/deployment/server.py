@@ -7,6 +7,7 @@ app with ``flwr run`` and waits for it; SIGTERM stops everything cleanly.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -135,6 +136,24 @@ def authorized_keys(server: ServerConfig) -> list[Path]:
     return sorted(folder.rglob("*.pub"))
 
 
+def _run_failures(env: dict[str, str]) -> int:
+    """1 if the SuperLink reports a run that did not complete, else 0."""
+    listing = subprocess.run(
+        ["flwr", "ls", CONNECTION, "--format", "json"],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    try:
+        runs = json.loads(listing.stdout)["runs"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        logger.error("could not read the run's status: %s", listing.stderr.strip())
+        return 1
+    failed = [r for r in runs if r.get("status") != "finished:completed"]
+    for run in failed:
+        logger.error("run %s ended %s: %s", run.get("run-id"), run.get("status"),
+                     run.get("status-details") or "see the log above")  # fmt: skip
+    return 1 if failed or not runs else 0
+
+
 def run_server(server: ServerConfig, run: FedwardConfig, run_config: Path) -> int:
     """Serve one federation; return the ``flwr run`` exit code."""
     state = Path(server.state_dir)
@@ -179,7 +198,10 @@ def run_server(server: ServerConfig, run: FedwardConfig, run_config: Path) -> in
             env=env,
         )  # fmt: skip
         children.append(submit)
-        return submit.wait()
+        code = submit.wait()
+        # `flwr run --stream` exits 0 even when the ServerApp raised: ask the
+        # SuperLink how the run (the only one in its fresh state) ended
+        return code or _run_failures(env)
     finally:
         for child in children:
             if child.poll() is None:

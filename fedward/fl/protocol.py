@@ -107,6 +107,8 @@ def site_record(name: str) -> ConfigRecord:
 
 def site_name(msg: Message) -> str:
     """The hospital's name from its reply, else its node id."""
+    if not msg.has_content():  # an error reply carries no content
+        return f"node-{msg.metadata.src_node_id}"
     record = msg.content.get(RecordKey.SITE)
     if isinstance(record, ConfigRecord) and MetricKey.SITE_NAME in record:
         return str(record[MetricKey.SITE_NAME])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from flwr.app import ArrayRecord, Context, Message, RecordDict
+from flwr.app import ArrayRecord, Context, Error, Message, RecordDict
 
 from fedward.config import FedwardConfig
 from fedward.deployment.certs import make_ca, make_signing_cert, signing_paths
@@ -155,12 +155,15 @@ def server_task(monkeypatch: pytest.MonkeyPatch) -> None:
 class LoopbackGrid:
     """Flower's Grid as far as the delivery uses it: each node runs the ClientApp."""
 
-    def __init__(self, contexts: dict[int, Context]) -> None:
+    def __init__(
+        self, contexts: dict[int, Context], errors: dict[int, str] | None = None
+    ) -> None:
         self.contexts = contexts
+        self.errors = errors or {}  # nodes whose app does not run: an error reply
         self.app = make_client_app(CONFIG)
 
     def get_node_ids(self) -> list[int]:
-        return list(self.contexts)
+        return [*self.contexts, *self.errors]
 
     def send_and_receive(
         self, messages: Iterable[Message], timeout: float
@@ -168,7 +171,10 @@ class LoopbackGrid:
         for msg in messages:
             node = msg.metadata.dst_node_id
             sent = instruction(msg.content, node, msg.metadata.message_type)
-            yield self.app(sent, self.contexts[node])
+            if node in self.errors:
+                yield Message(Error(code=0, reason=self.errors[node]), reply_to=sent)
+            else:
+                yield self.app(sent, self.contexts[node])
 
 
 @pytest.mark.usefixtures("server_task")
@@ -180,7 +186,8 @@ def test_the_server_records_who_accepted_and_who_refused(
         {
             1: hospital(tmp_path / "a", "st-mary", good),
             2: hospital(tmp_path / "b", "general", other),
-        }
+        },
+        errors={3: "hospital st-luke refuses app fedward/fedward 0.1.0"},
     )
     folder = RunFolder(tmp_path / "run")
 
@@ -194,7 +201,11 @@ def test_the_server_records_who_accepted_and_who_refused(
 
     record = json.loads(folder.file(RunFolder.FINAL_MODEL).read_text())
     assert record["accepted"] == ["st-mary"]
-    assert list(record["refused"]) == ["general"]
+    # an error reply (st-luke's gate refused the app) has no content: named by node
+    assert record["refused"] == {
+        "general": record["refused"]["general"],
+        "node-3": "hospital st-luke refuses app fedward/fedward 0.1.0",
+    }
     assert "which the trusted CA did not issue" in record["refused"]["general"]
     assert record["round"] == 3
     assert (tmp_path / "a" / "st-mary-models" / "run-1" / "manifest.json").is_file()

@@ -95,6 +95,8 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
          "--config", str(server_toml), "--run-dir", str(tmp / "run")],
         capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
+    # kept beside the daemons' logs: the ServerApp's log streams through flwr run
+    (tmp / "server.log").write_text(server.stdout + server.stderr)
     codes = {}
     for name, proc in daemons.items():
         if proc.poll() is None:
