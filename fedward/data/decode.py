@@ -2,16 +2,17 @@
 
 A file is read once (:class:`RawFile`): its bytes are sniffed, hashed for the
 cache key and parsed from memory. Decoded arrays can be cached on the site's
-disk, keyed by the file's content and the preprocessing settings, so later
-epochs, rounds and runs skip decoding.
+disk, keyed by the file's content and the preprocessing settings, in one pack
+per load, so later epochs, rounds and runs skip decoding.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
-from concurrent.futures import ThreadPoolExecutor
+import uuid
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -185,10 +186,13 @@ def decode_file(source: Path | RawFile, pre: Preprocess) -> torch.Tensor:
 class DecodeCache:
     """Decoded tensors on disk, keyed by file content and preprocessing.
 
-    A failure is cached too (its reason), so a broken file is not decoded again.
-    ``hits`` and ``misses`` count look-ups since creation. New entries are written
-    by a background thread, so decoding does not wait for the disk; until written
-    they are served from memory, and :meth:`flush` waits for them.
+    Entries are written in packs: :meth:`flush` (the end of a load) writes the
+    images that load decoded as one ``.npy`` stack with a JSON index (content
+    digest -> row, or the reason a file failed, since a failure is cached too), so
+    a first load creates two files rather than one per image, and a later load
+    reads its images as rows of memory-mapped stacks. A pack that cannot be read
+    is ignored (its files are decoded again); a full or read-only disk only warns.
+    ``hits`` and ``misses`` count look-ups since creation.
     """
 
     def __init__(self, root: Path) -> None:
@@ -196,76 +200,102 @@ class DecodeCache:
         self.hits = 0
         self.misses = 0
         self.write_failed = False
-        self._settings: dict[Preprocess, Path] = {}
-        self._folders: set[Path] = set()
-        self._pending: dict[Path, torch.Tensor | str] = {}
-        self._writer: ThreadPoolExecutor | None = None
+        self._folders: dict[Preprocess, Path] = {}
+        self._index: dict[Path, dict[str, tuple[Path, int] | str]] = {}
+        self._stacks: dict[Path, np.ndarray] = {}
+        self._new: dict[Path, dict[str, torch.Tensor | str]] = {}
 
-    def _key(self, file: RawFile, pre: Preprocess) -> Path:
-        if pre not in self._settings:
-            self._settings[pre] = self.root / pre.key()
-        return self._settings[pre] / file.digest[:2] / file.digest
+    def _folder(self, pre: Preprocess) -> Path:
+        if pre not in self._folders:
+            self._folders[pre] = self.root / pre.key()
+        return self._folders[pre]
+
+    def _entries(self, folder: Path) -> dict[str, tuple[Path, int] | str]:
+        """The packs' index of one preprocessing setting, read on first use."""
+        if folder not in self._index:
+            entries: dict[str, tuple[Path, int] | str] = {}
+            for index in sorted(folder.glob("pack-*.json")):
+                try:
+                    pack = json.loads(index.read_text(encoding="utf-8"))
+                    stack = index.with_suffix(".npy")
+                    entries.update({d: (stack, r) for d, r in pack["rows"].items()})
+                    entries.update(pack["errors"])
+                except (OSError, ValueError, KeyError, TypeError):
+                    logger.warning("decode cache: ignoring unreadable %s", index.name)
+            self._index[folder] = entries
+        return self._index[folder]
+
+    def _row(self, stack: Path, row: int) -> torch.Tensor | None:
+        try:
+            if stack not in self._stacks:
+                self._stacks[stack] = np.load(stack, mmap_mode="r")
+            return torch.from_numpy(np.array(self._stacks[stack][row]))
+        except (OSError, ValueError, IndexError):
+            return None
 
     def decode(self, source: Path | RawFile, pre: Preprocess) -> torch.Tensor:
         """Like :func:`decode_file`, from the cache when possible."""
         file = source if isinstance(source, RawFile) else RawFile.read(source)
-        key = self._key(file, pre)
-        array_file, error_file = key.with_suffix(".npy"), key.with_suffix(".err")
-        pending = self._pending.get(key)
-        if pending is not None:
+        folder = self._folder(pre)
+        new = self._new.setdefault(folder, {})
+        entry = new.get(file.digest)
+        if entry is None:
+            found = self._entries(folder).get(file.digest)
+            entry = self._row(*found) if isinstance(found, tuple) else found
+        if entry is not None:
             self.hits += 1
-            if isinstance(pending, str):
-                raise DataError(pending)
-            return pending
-        if array_file.is_file():
-            self.hits += 1
-            return torch.from_numpy(np.load(array_file))
-        if error_file.is_file():
-            self.hits += 1
-            raise DataError(error_file.read_text(encoding="utf-8"))
+            if isinstance(entry, str):
+                raise DataError(entry)
+            return entry
         self.misses += 1
         try:
             tensor = decode_file(file, pre)
         except DataError as exc:
-            self._write_later(key, exc.problems[0])
+            new[file.digest] = exc.problems[0]
             raise
-        self._write_later(key, tensor)
+        new[file.digest] = tensor
         return tensor
 
     def flush(self) -> None:
-        """Wait until every new entry is written (or has failed to be)."""
-        if self._writer is not None:
-            self._writer.shutdown(wait=True)
-            self._writer = None
+        """Write what was decoded since the last flush as one pack per setting."""
+        for folder, new in self._new.items():
+            if new and self._write_pack(folder, new):
+                new.clear()
 
-    def _write_later(self, key: Path, entry: torch.Tensor | str) -> None:
-        self._pending[key] = entry
-        if self._writer is None:
-            self._writer = ThreadPoolExecutor(1, thread_name_prefix="fedward-cache")
-        self._writer.submit(self._write, key, entry)
-
-    def _write(self, key: Path, entry: torch.Tensor | str) -> None:
-        if isinstance(entry, str):
-            self._store(key.with_suffix(".err"), entry.encode())
-        else:
-            buffer = io.BytesIO()
-            np.save(buffer, entry.numpy())
-            self._store(key.with_suffix(".npy"), buffer.getvalue())
-        del self._pending[key]
-
-    def _store(self, target: Path, data: bytes) -> None:
-        """Write through a temporary file; a full or read-only disk only warns."""
-        tmp = target.with_name(target.name + ".tmp")
+    def _write_pack(self, folder: Path, new: dict[str, torch.Tensor | str]) -> bool:
+        tensors = {d: t for d, t in new.items() if isinstance(t, torch.Tensor)}
+        shapes = {tuple(t.shape) for t in tensors.values()}
+        if len(shapes) > 1:  # one setting gives one shape; keep them in memory
+            return False
+        name = f"pack-{uuid.uuid4().hex}"
+        rows = {d: row for row, d in enumerate(tensors)}
+        errors = {d: e for d, e in new.items() if isinstance(e, str)}
+        buffer = io.BytesIO()
+        if tensors:
+            np.save(buffer, torch.stack(list(tensors.values())).numpy())
         try:
-            if target.parent not in self._folders:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                self._folders.add(target.parent)
-            tmp.write_bytes(data)
-            tmp.replace(target)
+            folder.mkdir(parents=True, exist_ok=True)
+            if tensors:
+                _replace(folder / f"{name}.npy", buffer.getvalue())
+            index = {"rows": rows, "errors": errors}
+            _replace(folder / f"{name}.json", json.dumps(index).encode())
         except OSError as exc:
             if not self.write_failed:
                 logger.warning("decode cache not written (%s)", exc.strerror)
             self.write_failed = True
+            return False
+        entries = self._entries(folder)
+        stack = folder / f"{name}.npy"
+        entries.update({d: (stack, row) for d, row in rows.items()})
+        entries.update(errors)
+        return True
+
+
+def _replace(target: Path, data: bytes) -> None:
+    """Write ``target`` whole or not at all (through a temporary file)."""
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(target)
 
 
 def decode(

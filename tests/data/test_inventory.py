@@ -4,7 +4,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import JPEG2000Lossless
 
 from fedward.config import FedwardConfig, SiteConfig
+from fedward.data.decode import DecodeCache
 from fedward.data.inventory import has_labels, header_codes, inventory
+from fedward.data.load import preprocess_for
 from tests.conftest import WriteFolder
 from tests.dicom_files import shipped
 
@@ -68,7 +70,12 @@ def test_inventory_decodes_as_training_and_writes_the_quarantine_report(
     assert ["rtplan.dcm", "no pixel data"] in inv["quarantined-files"]
     report = (tmp_path / ".fedward" / "quarantine.csv").read_text()
     assert "rtplan.dcm,no pixel data" in report
-    assert len(list((tmp_path / ".fedward" / "cache").rglob("*.npy"))) == 2
+    # the two decodable files are in the decode cache that training reads
+    cache = DecodeCache(tmp_path / ".fedward" / "cache")
+    pre = preprocess_for(site, FedwardConfig(image_size=32))
+    for name in ("CT_small.dcm", "MR_small.dcm"):
+        assert cache.decode(tmp_path / name, pre).shape == (3, 32, 32)
+    assert (cache.hits, cache.misses) == (2, 0)
     assert inv["quarantine-reasons"] == {
         "no pixel data": 1,
         "not an image or DICOM file": 1,

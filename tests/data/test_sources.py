@@ -112,6 +112,23 @@ def test_cache_skips_decoding_on_the_second_load(
     assert np.array_equal(first.images.numpy(), second.images.numpy())
 
 
+def test_a_damaged_cache_pack_is_decoded_again(
+    write_folder: WriteFolder, tmp_path: Path
+) -> None:
+    root = write_folder(per_class=3)
+    pre = Preprocess(1, 24)
+    from fedward.data.sources.folders import load_folder
+
+    first = load_folder(root, ["normal", "opacity"], pre, DecodeCache(tmp_path))
+    (stack,) = tmp_path.rglob("pack-*.npy")  # one pack for the whole load
+    stack.write_bytes(stack.read_bytes()[:100])  # truncated
+    cache = DecodeCache(tmp_path)
+    again = load_folder(root, ["normal", "opacity"], pre, cache)
+
+    assert (cache.misses, cache.hits) == (6, 0)
+    assert np.array_equal(first.images.numpy(), again.images.numpy())
+
+
 def test_npz_in_the_medmnist_layout(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     arrays: dict[str, np.ndarray] = {}
