@@ -272,7 +272,7 @@ class DecodeCache:
         errors = {d: e for d, e in new.items() if isinstance(e, str)}
         buffer = io.BytesIO()
         if tensors:
-            np.save(buffer, torch.stack(list(tensors.values())).numpy())
+            np.save(buffer, np.stack([t.numpy() for t in tensors.values()]))
         try:
             folder.mkdir(parents=True, exist_ok=True)
             if tensors:

@@ -41,7 +41,9 @@ def _images(
     if not tensors:
         return DecodedImages.empty(pre.in_channels, pre.image_size)
     paths = [f"{prefix}{i}" for i in range(len(labels))]
-    return DecodedImages(torch.stack(tensors), torch.from_numpy(labels), paths)
+    # numpy's single-threaded copy (see fedward.data.datasets.collect)
+    stacked = torch.from_numpy(np.stack([t.numpy() for t in tensors]))
+    return DecodedImages(stacked, torch.from_numpy(labels), paths)
 
 
 @register_source("npz")
