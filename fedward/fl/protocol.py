@@ -7,7 +7,11 @@ hold only:
   statistics (:mod:`fedward.data.stats`: counts per split and class, header
   value counts, an intensity histogram), as one JSON string;
 - ``train``: the site's name, the trained weights (``ArrayRecord``), the number
-  of training images and its last epoch's loss and accuracy;
+  of training images and its last epoch's loss and accuracy; in a private run
+  also what the round spent (:func:`privacy_record`: this run's ε at the site
+  so far, δ, the privacy unit and the DP-SGD settings; never its lifetime ε
+  or its ledger) -- or, when the hospital refuses to train (its privacy
+  policy or budget), an error reply saying why;
 - ``evaluate``: the site's name and summable counts over its held-out images
   (:class:`~fedward.metrics.counts.EvalCounts`): summed loss, confusion matrix,
   score histograms and calibration-bin totals;
@@ -38,6 +42,7 @@ from flwr.app import (
 from torch import nn
 
 from fedward.errors import DataError, WeightsError
+from fedward.learning.ledger import LedgerEntry
 from fedward.learning.loops import TrainResult
 from fedward.metrics.counts import CALIBRATION_BINS, SCORE_BINS, EvalCounts
 
@@ -55,6 +60,7 @@ class RecordKey(StrEnum):
     SITE_STATS = "site-stats"
     FILES = "files"
     FINAL_MODEL = "final-model"
+    PRIVACY = "privacy"
 
 
 FINAL_MODEL_ACTION = "final_model"
@@ -178,6 +184,38 @@ def train_metrics(result: TrainResult) -> MetricRecord:
             MetricKey.VAL_ACCURACY: _nan_if_none(last.val_accuracy),
         }
     )
+
+
+# what a private round spent: run-level ε, not the site's lifetime or ledger
+PRIVACY_FIELDS = (
+    "run_epsilon",
+    "delta",
+    "unit",
+    "noise_multiplier",
+    "max_grad_norm",
+    "sample_rate",
+    "steps",
+    "accountant",
+)
+
+
+def privacy_record(entry: LedgerEntry) -> ConfigRecord:
+    """What a hospital says about a private round: this run's ε so far and δ.
+
+    Keys are prefixed ``dp-`` (``dp-epsilon`` is the run's ε at the site after
+    this round).
+    """
+    values = {f"dp-{k.replace('_', '-')}": getattr(entry, k) for k in PRIVACY_FIELDS}
+    values["dp-epsilon"] = values.pop("dp-run-epsilon")
+    return ConfigRecord(values)
+
+
+def privacy_from_reply(msg: Message) -> dict[str, Any]:
+    """The privacy figures of a train reply (empty if the round was not private)."""
+    record = None if msg.has_error() else msg.content.get(RecordKey.PRIVACY)
+    if not isinstance(record, ConfigRecord):
+        return {}
+    return {k: record[k] for k in record if k.startswith("dp-")}
 
 
 # --- evaluate replies ----------------------------------------------------------------
