@@ -76,15 +76,16 @@ def noise_for_target(
     from opacus.accountants.utils import get_noise_multiplier
 
     try:
-        return float(
-            get_noise_multiplier(
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # RDP's optimal order at the range's end
+            sigma = get_noise_multiplier(
                 target_epsilon=target_epsilon,
                 target_delta=delta,
                 sample_rate=sample_rate,
                 steps=steps,
                 accountant=accountant,
             )
-        )
+        return float(sigma)
     except ValueError as exc:
         raise PrivacyError(f"no noise reaches ε {target_epsilon:g}: {exc}") from None
 
