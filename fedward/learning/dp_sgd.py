@@ -4,11 +4,17 @@ No Flower import. The sampling unit is a patient where the site knows its
 patients (each step samples patients, each sampled patient gives one of their
 images, picked at random), otherwise an image. Either way each unit adds one
 clipped gradient to a step, so the accountant's ε protects that unit.
+
+The Poisson sampling and the noise draw from generators seeded with fresh
+operating-system randomness, never from the run's seed: the server knows that
+seed, and noise it could regenerate would protect nothing. Private rounds
+therefore do not repeat exactly.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -39,7 +45,7 @@ class PrivacyUnits(Dataset[tuple[torch.Tensor, int]]):
     groups
         The (hashed) patient of each image, or ``None``: every image is a unit.
     seed
-        Seeds the choice of a patient's image.
+        Seeds the choice of a patient's image (``None``: fresh randomness).
     """
 
     def __init__(
@@ -47,7 +53,7 @@ class PrivacyUnits(Dataset[tuple[torch.Tensor, int]]):
         data: DecodedImages,
         transform: Transform,
         groups: Sequence[str] | None = None,
-        seed: int = 0,
+        seed: int | None = None,
     ) -> None:
         self.data = data
         self.transform = transform
@@ -103,7 +109,6 @@ def train_dp_sgd(
     learning_rate: float,
     device: torch.device,
     accountant: str,
-    seed: int,
     on_epoch: Callable[[EpochStats], None] | None = None,
 ) -> tuple[TrainResult, list[Mechanism]]:
     """Train ``model`` in place with Adam under Opacus' DP-SGD.
@@ -127,7 +132,6 @@ def train_dp_sgd(
             learning_rate=learning_rate,
             device=device,
             accountant=accountant,
-            seed=seed,
             on_epoch=on_epoch,
         )
 
@@ -177,15 +181,15 @@ def _train(
     learning_rate: float,
     device: torch.device,
     accountant: str,
-    seed: int,
     on_epoch: Callable[[EpochStats], None] | None,
 ) -> tuple[TrainResult, list[Mechanism]]:
     from opacus import PrivacyEngine
 
     model = model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
-    generator = torch.Generator().manual_seed(seed)
-    loader = DataLoader(units, batch_size=batch_size, generator=generator)
+    sampling = torch.Generator().manual_seed(secrets.randbits(63))
+    noise = torch.Generator(device=device).manual_seed(secrets.randbits(63))
+    loader = DataLoader(units, batch_size=batch_size, generator=sampling)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # secure RNG needs torchcsprng: see docs
         engine = PrivacyEngine(accountant=accountant)
@@ -196,6 +200,7 @@ def _train(
             noise_multiplier=plan.mechanism.noise_multiplier,
             max_grad_norm=plan.max_grad_norm,
             poisson_sampling=True,
+            noise_generator=noise,
         )
     criterion = nn.CrossEntropyLoss()
     result = TrainResult(num_examples=0, seconds=0.0)

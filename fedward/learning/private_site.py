@@ -60,7 +60,7 @@ class PrivateTraining:
     policy: PrivacyPolicy
     ledger: PrivacyLedger
 
-    def units(self, site: Site, seed: int) -> PrivacyUnits:
+    def units(self, site: Site) -> PrivacyUnits:
         """The training set as privacy units: patients if known (and allowed).
 
         Raises
@@ -78,7 +78,7 @@ class PrivateTraining:
                     f"hospital {self.policy.site}: privacy-unit is 'patient' but "
                     "not every training image names its patient (DICOM PatientID)"
                 )
-        return PrivacyUnits(train, site.transform(training=True), groups, seed)
+        return PrivacyUnits(train, site.transform(training=True), groups)
 
     def fit(
         self, site: Site, model: nn.Module, server_round: int, run_id: str
@@ -97,7 +97,7 @@ class PrivateTraining:
         cfg = site.config
         history = self.ledger.entries()
         seed = cfg.seed + 1000 * server_round
-        units = self.units(site, seed)
+        units = self.units(site)
         plan = plan_round(self.policy, cfg, len(units), units.unit)
         spend = spend_of(plan, self.policy, history, run_id)
         check_budget(self.policy, spend)
@@ -112,7 +112,6 @@ class PrivateTraining:
                 learning_rate=cfg.learning_rate,
                 device=select_device(cfg.device),
                 accountant=self.policy.accountant,
-                seed=seed,
                 on_epoch=lambda s: bar.step(epoch_message(s)),
             )
         model.to("cpu")

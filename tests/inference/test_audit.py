@@ -87,7 +87,6 @@ def test_the_audit_is_near_chance_on_a_dp_model() -> None:
         learning_rate=1e-3,
         device=torch.device("cpu"),
         accountant="rdp",
-        seed=0,
     )
 
     (loss,) = audit_membership(
