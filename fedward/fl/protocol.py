@@ -187,35 +187,47 @@ def train_metrics(result: TrainResult) -> MetricRecord:
 
 
 # what a private round spent: run-level ε, not the site's lifetime or ledger
-PRIVACY_FIELDS = (
-    "run_epsilon",
-    "delta",
-    "unit",
-    "noise_multiplier",
-    "max_grad_norm",
-    "sample_rate",
-    "steps",
-    "accountant",
-)
+PRIVACY_KEYS = {
+    "dp-epsilon": "run_epsilon",  # this run's ε at the site after the round
+    "dp-delta": "delta",
+    "dp-unit": "unit",
+    "dp-noise-multiplier": "noise_multiplier",
+    "dp-max-grad-norm": "max_grad_norm",
+    "dp-sample-rate": "sample_rate",
+    "dp-steps": "steps",
+    "dp-accountant": "accountant",
+}
 
 
 def privacy_record(entry: LedgerEntry) -> ConfigRecord:
-    """What a hospital says about a private round: this run's ε so far and δ.
+    """What a hospital says about a private round: this run's ε so far and δ."""
+    return ConfigRecord({k: getattr(entry, f) for k, f in PRIVACY_KEYS.items()})
 
-    Keys are prefixed ``dp-`` (``dp-epsilon`` is the run's ε at the site after
-    this round).
-    """
-    values = {f"dp-{k.replace('_', '-')}": getattr(entry, k) for k in PRIVACY_FIELDS}
-    values["dp-epsilon"] = values.pop("dp-run-epsilon")
-    return ConfigRecord(values)
+
+def _valid_privacy(key: str, value: object) -> bool:
+    if key == "dp-unit":
+        return value in ("patient", "image")
+    if key == "dp-accountant":
+        return value in ("rdp", "prv")
+    if key == "dp-steps":
+        return isinstance(value, int) and value >= 0
+    return isinstance(value, int | float) and math.isfinite(value) and value >= 0
 
 
 def privacy_from_reply(msg: Message) -> dict[str, Any]:
-    """The privacy figures of a train reply (empty if the round was not private)."""
+    """The privacy figures of a train reply (empty if the round was not private).
+
+    Only the keys :func:`privacy_record` writes, with values of their kind, are
+    taken: a malformed claim is dropped, not recorded.
+    """
     record = None if msg.has_error() else msg.content.get(RecordKey.PRIVACY)
     if not isinstance(record, ConfigRecord):
         return {}
-    return {k: record[k] for k in record if k.startswith("dp-")}
+    return {
+        k: record[k]
+        for k in PRIVACY_KEYS
+        if k in record and _valid_privacy(k, record[k])
+    }
 
 
 # --- evaluate replies ----------------------------------------------------------------

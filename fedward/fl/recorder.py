@@ -159,7 +159,8 @@ class RunRecorder:
         sites: dict[str, dict[str, Any]] = {}
         for row in rows:
             site = sites.setdefault(row["site"], {"epsilon-per-round": {}})
-            site["epsilon-per-round"][str(row["round"])] = row["dp-epsilon"]
+            if "dp-epsilon" in row:
+                site["epsilon-per-round"][str(row["round"])] = row["dp-epsilon"]
             site |= {k.removeprefix("dp-"): v for k, v in row.items() if k[:3] == "dp-"}
         errors = [
             {"round": r["round"], "site": r["site"], "reason": r["reason"]}

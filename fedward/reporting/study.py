@@ -358,40 +358,45 @@ def _site_table(folder: RunFolder, scopes: dict[str, EvalCounts]) -> Table:
     return Table(["site", "images", "train", "val", "test", "evaluated"], rows)
 
 
+def _figure(values: dict[str, Any], key: str, spec: str) -> str:
+    value = values.get(key)
+    return "-" if value is None else format(value, spec)
+
+
 def _privacy_card(summary: dict[str, Any]) -> PrivacyCard | None:
     privacy = summary.get("privacy")
     if not privacy:
         return None
     sites = privacy["sites"]
-    rounds = sorted({int(r) for s in sites.values() for r in s["epsilon-per-round"]})
+    rounds = sorted(
+        {r for s in sites.values() for r in s["epsilon-per-round"]}, key=int
+    )
     rows = [
         [
             name,
-            str(s["unit"]),
-            f"{s['epsilon']:.2f}",
-            f"{s['delta']:.1e}",
-            f"{s['noise-multiplier']:.2f}",
-            f"{s['max-grad-norm']:g}",
+            str(s.get("unit", "-")),
+            _figure(s, "epsilon", ".2f"),
+            _figure(s, "delta", ".1e"),
+            _figure(s, "noise-multiplier", ".2f"),
+            _figure(s, "max-grad-norm", "g"),
             *(
-                f"{s['epsilon-per-round'][str(r)]:.2f}"
-                if str(r) in s["epsilon-per-round"]
-                else "-"
-                for r in rounds
+                _figure(s["epsilon-per-round"], r, ".2f")
+                for r in sorted(rounds, key=int)
             ),
         ]
         for name, s in sorted(sites.items())
     ]
-    header = ["site", "unit", "ε", "δ", "noise", "clip", *(f"ε r{r}" for r in rounds)]
+    header = ["site", "unit", "ε", "δ", "noise", "clip"]
+    header += [f"ε r{r}" for r in rounds]
     refused = [
         f"round {e['round']}, {e['site']}: {e['reason']}" for e in privacy["refused"]
     ]
-    units = sorted({str(s["unit"]) for s in sites.values()}) or ["image"]
+    accountants = sorted({str(s.get("accountant", "rdp")) for s in sites.values()})
     return PrivacyCard(
         sites=Table(header, rows),
-        accountants="/".join(
-            sorted({str(s["accountant"]).upper() for s in sites.values()}) or ["RDP"]
-        ),
-        units=" or ".join(units),
-        image_sites=sorted(n for n, s in sites.items() if s["unit"] == "image"),
+        accountants="/".join(a.upper() for a in accountants or ["rdp"]),
+        units=" or ".join(sorted({str(s.get("unit")) for s in sites.values()}))
+        or "image",
+        image_sites=sorted(n for n, s in sites.items() if s.get("unit") != "patient"),
         refused=refused,
     )

@@ -16,12 +16,12 @@ from opacus.accountants import RDPAccountant
 
 from fedward.config import FedwardConfig
 from fedward.fl.client_app import make_client_app
-from fedward.fl.protocol import MetricKey, RecordKey, to_arrays
+from fedward.fl.protocol import MetricKey, RecordKey, privacy_from_reply, to_arrays
 from fedward.fl.recorder import RunRecorder
 from fedward.fl.strategies import FedwardFedAvg
 from fedward.models.groupnorm import build_run_model
 from tests.conftest import WriteFolder
-from tests.messages import instruction
+from tests.messages import instruction, reply
 
 RUN = FedwardConfig(
     image_size=32,
@@ -142,3 +142,18 @@ def test_a_damaged_ledger_stops_training(
         reply.error.reason
     )
     assert len(ledger.read_text().splitlines()) == 1  # nothing more was spent
+
+
+def test_a_malformed_privacy_claim_is_dropped_not_recorded() -> None:
+    claim = ConfigRecord(
+        {
+            "dp-epsilon": 2.5,
+            "dp-delta": float("nan"),
+            "dp-unit": "household",
+            "dp-steps": 4,
+            "dp-extra": "anything",
+        }
+    )
+    msg = reply(RecordDict({RecordKey.PRIVACY: claim}), 7, MessageType.TRAIN)
+
+    assert privacy_from_reply(msg) == {"dp-epsilon": 2.5, "dp-steps": 4}
