@@ -12,9 +12,10 @@ model and images, interleaved in this process.
 Usage::
 
     python -m benchmarks.privacy [--epsilons 1 3 8 inf] [--seeds 0 1 2]
-        [--rounds 5] [--image-size 150] [--references 2] [--out benchmarks/results]
+        [--rounds 5] [--image-size 150] [--references 2] [--learning-rate 0.0003]
+        [--out benchmarks/results] [--name privacy]
 
-Prints a Markdown table and writes ``privacy.json`` and ``privacy.md``.
+Prints a Markdown table and writes ``<name>.json`` and ``<name>.md``.
 """
 
 from __future__ import annotations
@@ -180,6 +181,7 @@ def main() -> None:
     parser.add_argument("--references", type=int, default=2)
     parser.add_argument("--learning-rate", type=float, default=0.0003)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--name", default="privacy", help="file names in --out")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     started = time.perf_counter()
@@ -210,10 +212,10 @@ def main() -> None:
         "runs": rows,
         "throughput": speed,
     }
-    (args.out / "privacy.json").write_text(
+    (args.out / f"{args.name}.json").write_text(
         json.dumps(result, indent=2, default=str) + "\n"
     )
-    (args.out / "privacy.md").write_text("\n".join(lines) + "\n")
+    (args.out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
