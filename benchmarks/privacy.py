@@ -143,6 +143,17 @@ def throughput(data: Path, args: argparse.Namespace, out: Path) -> dict[str, flo
     return best
 
 
+def done_runs(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Runs an earlier, interrupted benchmark with the same name finished."""
+    path = args.out / f"{args.name}.jsonl"
+    if not args.resume or not path.is_file():
+        path.unlink(missing_ok=True)
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line]
+    wanted = {(e, s) for e in args.epsilons for s in args.seeds}
+    return [r for r in rows if (r["epsilon"], r["seed"]) in wanted]
+
+
 def table(rows: list[dict[str, Any]]) -> list[str]:
     """Mean ± sd over seeds per ε."""
     lines = [
@@ -182,18 +193,25 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=0.0003)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--name", default="privacy", help="file names in --out")
+    parser.add_argument(
+        "--resume", action="store_true", help="keep the runs <name>.jsonl holds"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     started = time.perf_counter()
+    args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="fedward-privacy-") as tmp:
         work = Path(tmp)
         write_demo(work / "data", 3, seed=0)
         speed = throughput(work / "data", args, work)
-        rows = [
-            one_run(work / "data", work, eps, seed, args)
-            for eps in args.epsilons
-            for seed in args.seeds
-        ]
+        rows = done_runs(args)  # finished runs of an interrupted benchmark
+        for eps in args.epsilons:
+            for seed in args.seeds:
+                if any(r["epsilon"] == eps and r["seed"] == seed for r in rows):
+                    continue
+                rows.append(one_run(work / "data", work, eps, seed, args))
+                with (args.out / f"{args.name}.jsonl").open("a") as fh:
+                    fh.write(json.dumps(rows[-1]) + "\n")
     lines = table(rows)
     lines.append("")
     lines.append(
