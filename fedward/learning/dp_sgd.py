@@ -17,7 +17,7 @@ import logging
 import secrets
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -121,19 +121,70 @@ def train_dp_sgd(
     PrivacyError
         If the model is not DP-compatible or Opacus took other steps than planned.
     """
+    from opacus import PrivacyEngine
+
     check_private_model(model)
-    with outputs_copied(model):
-        return _train(
-            model,
-            units,
-            plan,
-            epochs=epochs,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            device=device,
-            accountant=accountant,
-            on_epoch=on_epoch,
+    model = model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    sampling = torch.Generator().manual_seed(secrets.randbits(63))
+    noise = torch.Generator(device=device).manual_seed(secrets.randbits(63))
+    loader = DataLoader(units, batch_size=batch_size, generator=sampling)
+    result = TrainResult(num_examples=len(units.data), seconds=0.0)  # FedAvg weight
+    start = time.perf_counter()
+    with outputs_copied(model), warnings.catch_warnings():
+        # Opacus warns that secure RNG needs torchcsprng (see docs/privacy.md) and
+        # that its hooks fire on outputs when the images need no gradient
+        warnings.simplefilter("ignore", UserWarning)
+        engine = PrivacyEngine(accountant=accountant)
+        private, dp_optimizer, dp_loader = engine.make_private(
+            module=model,
+            optimizer=optimizer,
+            data_loader=loader,
+            noise_multiplier=plan.mechanism.noise_multiplier,
+            max_grad_norm=plan.max_grad_norm,
+            poisson_sampling=True,
+            noise_generator=noise,
         )
+        try:
+            for _ in range(epochs):
+                stats = _epoch(private, dp_optimizer, dp_loader, device)
+                result.epochs.append(stats)
+                if on_epoch is not None:
+                    on_epoch(stats)
+        finally:
+            private.to_standard_module()  # removes Opacus' hooks; weights stay
+    result.seconds = time.perf_counter() - start
+    history = [Mechanism(s, q, n) for s, q, n in engine.accountant.history]
+    if history != [plan.mechanism]:
+        raise PrivacyError(
+            f"DP-SGD took other steps than planned ({history} vs {plan.mechanism})"
+        )
+    return result, history
+
+
+def _epoch(
+    private: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
+) -> EpochStats:
+    """One epoch of Poisson-sampled steps; each clips, adds noise and accounts."""
+    criterion = nn.CrossEntropyLoss()
+    private.train()
+    loss_sum, correct, seen = 0.0, 0, 0
+    for images, labels in loader:
+        images, labels = images.to(device), labels.to(device)
+        optimizer.zero_grad(set_to_none=True)
+        logits = private(images)
+        loss = criterion(logits, labels)
+        loss.backward()
+        optimizer.step()
+        n = int(labels.shape[0])  # 0 on an empty Poisson batch: noise only
+        if n:
+            loss_sum += float(loss.detach()) * n
+            correct += int((logits.detach().argmax(1) == labels).sum())
+            seen += n
+    return EpochStats(loss_sum / max(seen, 1), correct / max(seen, 1))
 
 
 class _CopyOutput(nn.Module):
@@ -169,72 +220,3 @@ def outputs_copied(model: nn.Module) -> Iterator[None]:
     finally:
         for parent, name, child in swapped:
             setattr(parent, name, child)
-
-
-def _train(
-    model: nn.Module,
-    units: PrivacyUnits,
-    plan: RoundPlan,
-    *,
-    epochs: int,
-    batch_size: int,
-    learning_rate: float,
-    device: torch.device,
-    accountant: str,
-    on_epoch: Callable[[EpochStats], None] | None,
-) -> tuple[TrainResult, list[Mechanism]]:
-    from opacus import PrivacyEngine
-
-    model = model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
-    sampling = torch.Generator().manual_seed(secrets.randbits(63))
-    noise = torch.Generator(device=device).manual_seed(secrets.randbits(63))
-    loader = DataLoader(units, batch_size=batch_size, generator=sampling)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # secure RNG needs torchcsprng: see docs
-        engine = PrivacyEngine(accountant=accountant)
-        private, dp_optimizer, dp_loader = engine.make_private(
-            module=model,
-            optimizer=optimizer,
-            data_loader=loader,
-            noise_multiplier=plan.mechanism.noise_multiplier,
-            max_grad_norm=plan.max_grad_norm,
-            poisson_sampling=True,
-            noise_generator=noise,
-        )
-    criterion = nn.CrossEntropyLoss()
-    result = TrainResult(num_examples=0, seconds=0.0)
-    start = time.perf_counter()
-    try:
-        for _ in range(epochs):
-            private.train()
-            loss_sum, correct, seen = 0.0, 0, 0
-            for images, labels in dp_loader:
-                images, labels = images.to(device), labels.to(device)
-                dp_optimizer.zero_grad(set_to_none=True)
-                logits = private(images)
-                loss = criterion(logits, labels)
-                with warnings.catch_warnings():
-                    # Opacus' hooks fire on outputs when the images need no grad
-                    warnings.simplefilter("ignore", UserWarning)
-                    loss.backward()
-                dp_optimizer.step()  # clips, adds noise, steps the accountant
-                n = int(labels.shape[0])
-                if n:
-                    loss_sum += float(loss.detach()) * n
-                    correct += int((logits.detach().argmax(1) == labels).sum())
-                    seen += n
-            stats = EpochStats(loss_sum / max(seen, 1), correct / max(seen, 1))
-            result.epochs.append(stats)
-            result.num_examples = len(units.data)  # FedAvg weight, as without DP
-            if on_epoch is not None:
-                on_epoch(stats)
-    finally:
-        private.to_standard_module()  # removes Opacus' hooks; weights stay in model
-    result.seconds = time.perf_counter() - start
-    history = [Mechanism(s, q, n) for s, q, n in engine.accountant.history]
-    if history != [plan.mechanism]:
-        raise PrivacyError(
-            f"DP-SGD took other steps than planned ({history} vs {plan.mechanism})"
-        )
-    return result, history
