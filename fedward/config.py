@@ -15,6 +15,7 @@ keys and reports every problem at once, as one :class:`ConfigError`.
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 import tomllib
 import typing
@@ -179,6 +180,24 @@ class FedwardConfig(Checked):
     round_timeout: Annotated[float, _between(1.0)] = 3600.0
     best_metric: BestMetric = "f1"
     run_dir: str = "runs/flwr-run"
+    # differential privacy the run asks for (fedward.learning.privacy); each
+    # hospital's site.toml may ask for more, and the stricter setting applies.
+    # 0 leaves a value unset; dp-target-epsilon is per run, per hospital
+    dp: bool = False
+    dp_target_epsilon: Annotated[float, _between(0.0, 1e4)] = 0.0
+    dp_noise_multiplier: Annotated[float, _between(0.0, 1e3)] = 0.0
+    dp_max_grad_norm: Annotated[float, _between(1e-6, 1e6)] = 1.0
+    dp_delta: Annotated[float, _between(0.0, 0.1)] = 0.0  # 0: 1/(10 x units)
+    # simulated hospitals' own site settings (privacy keys only), as JSON
+    # {"*": {...}, "hospital-2": {...}}: a scenario's [site] and [sites.<name>]
+    # tables, or --set site.<key>= / sites.<name>.<key>=; deployed hospitals
+    # ignore it (their settings come from their own site.toml)
+    simulated_sites: str = ""
+
+    @classmethod
+    def from_toml(cls, path: Path, *, base: Self | None = None) -> Self:
+        """Read a scenario file (see :func:`read_run_toml`)."""
+        return cls.from_mapping(read_run_toml(path), base=base)
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> FedwardConfig:
@@ -210,9 +229,21 @@ class FedwardConfig(Checked):
             problems.append("'val-fraction' + 'test-fraction' must be below 0.9")
         if self.eval_split == "test" and self.test_fraction == 0.0:
             problems.append("'eval-split' is 'test' but 'test-fraction' is 0")
+        if self.dp and not (self.dp_target_epsilon or self.dp_noise_multiplier):
+            problems.append(
+                "'dp' needs 'dp-target-epsilon' or 'dp-noise-multiplier' above 0"
+            )
+        problems.extend(_simulated_site_problems(self.simulated_sites))
         return problems
 
+    def simulated_site(self, name: str) -> dict[str, Any]:
+        """The site settings of simulated hospital ``name`` (``*``, then its own)."""
+        sites = json.loads(self.simulated_sites) if self.simulated_sites else {}
+        return {**sites.get("*", {}), **sites.get(name, {})}
+
     def _warn_if_odd(self) -> None:
+        if not self.dp and (self.dp_target_epsilon or self.dp_noise_multiplier):
+            logger.warning("dp-target-epsilon or dp-noise-multiplier set, dp off")
         if self.learning_rate > 0.1:
             logger.warning("learning-rate %.3g is unusually high", self.learning_rate)
         if self.batch_size > 512:
@@ -232,6 +263,18 @@ _SITE_PATHS = (
     "approved_apps",
     "daemon_dir",
     "models_dir",
+    "privacy_ledger",
+)
+# the keys a simulated hospital may take from the run's simulated-sites
+SIMULATED_SITE_KEYS = (
+    "dp",
+    "dp-target-epsilon",
+    "dp-noise-multiplier",
+    "dp-max-grad-norm",
+    "dp-delta",
+    "dp-accountant",
+    "privacy-unit",
+    "privacy-budget",
 )
 
 
@@ -280,6 +323,22 @@ class SiteConfig(Checked):
     # each run's signed final model, kept after its signature is checked against
     # root-certificates; empty: <site-name>-models beside site.toml
     models_dir: str = ""
+    # differential privacy this hospital enforces (fedward.learning.privacy):
+    # dp = true refuses any run that is not private; the stricter of these and
+    # the run's request applies; 0 leaves a value unset
+    dp: bool = False
+    dp_target_epsilon: Annotated[float, _between(0.0, 1e4)] = 0.0  # per run
+    dp_noise_multiplier: Annotated[float, _between(0.0, 1e3)] = 0.0
+    dp_max_grad_norm: Annotated[float, _between(0.0, 1e6)] = 0.0
+    dp_delta: Annotated[float, _between(0.0, 0.1)] = 0.0  # 0: 1/(10 x units)
+    dp_accountant: Literal["rdp", "prv"] = "rdp"
+    # who epsilon protects: a patient (needs DICOM PatientID on every training
+    # image), an image, or auto (patient where every image names one)
+    privacy_unit: Literal["auto", "patient", "image"] = "auto"
+    privacy_budget: Annotated[float, _between(0.0, 1e4)] = 0.0  # lifetime; 0: none
+    # the append-only privacy ledger; empty: <site-name>-privacy-ledger.jsonl
+    # beside site.toml (a site without site.toml: <state folder>/privacy-ledger.jsonl)
+    privacy_ledger: str = ""
 
     @classmethod
     def from_site_file(
@@ -297,6 +356,8 @@ class SiteConfig(Checked):
                 or f"{config.name}-approved-apps.json",
                 "daemon_dir": config.daemon_dir or f"{config.name}-daemon",
                 "models_dir": config.models_dir or f"{config.name}-models",
+                "privacy_ledger": config.privacy_ledger
+                or f"{config.name}-privacy-ledger.jsonl",
             }
         )
         updates: dict[str, Any] = {
@@ -339,6 +400,14 @@ class SiteConfig(Checked):
         if self.dicomweb_user and not self.dicomweb_password_file:
             problems.append("'dicomweb-user' needs 'dicomweb-password-file'")
         return problems
+
+    @property
+    def ledger_path(self) -> Path | None:
+        """Where this hospital's privacy ledger is (``None``: nowhere to keep one)."""
+        if self.privacy_ledger:
+            return Path(self.privacy_ledger)
+        state = self.state_dir
+        return state / "privacy-ledger.jsonl" if state is not None else None
 
 
 class ServerConfig(Checked):
@@ -403,6 +472,68 @@ def read_toml_tables(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config: file not found: {path}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config: {path} is not valid TOML: {exc}") from None
+
+
+def read_run_toml(path: Path) -> dict[str, Any]:
+    """A scenario file's run keys, its site tables as ``simulated-sites``.
+
+    ``[site]`` holds site settings for every simulated hospital and
+    ``[sites.<name>]`` for one; every other table is flattened.
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing or is not valid TOML.
+    """
+    tables = read_toml_tables(path)
+    every, named = tables.pop("site", {}), tables.pop("sites", {})
+    values = _flatten(tables)
+    if every or named:
+        values["simulated-sites"] = json.dumps({"*": every, **named})
+    return values
+
+
+def with_site_settings(
+    values: Mapping[str, Any], settings: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
+    """``values`` with ``settings`` (hospital or ``*`` -> keys) merged in."""
+    current = values.get("simulated-sites") or "{}"
+    try:
+        sites: dict[str, dict[str, Any]] = json.loads(current)
+    except (TypeError, ValueError):
+        return dict(values)  # from_mapping reports the bad JSON
+    for name, keys in settings.items():
+        sites[name] = {**sites.get(name, {}), **keys}
+    return {**values, "simulated-sites": json.dumps(sites)}
+
+
+def _simulated_site_problems(text: str) -> list[str]:
+    if not text:
+        return []
+    try:
+        sites = json.loads(text)
+    except ValueError:
+        return ["'simulated-sites' is not JSON"]
+    if not isinstance(sites, dict) or not all(
+        isinstance(v, dict) for v in sites.values()
+    ):
+        return ["'simulated-sites' must map hospital names to tables of keys"]
+    problems = []
+    for name, keys in sites.items():
+        where = "every simulated site" if name == "*" else f"site {name!r}"
+        for key in sorted(set(keys) - set(SIMULATED_SITE_KEYS)):
+            problems.append(
+                f"{where}: '{key}' is not a setting a simulated site takes "
+                f"(one of {', '.join(SIMULATED_SITE_KEYS)})"
+            )
+        try:
+            SiteConfig.from_mapping(
+                {k: v for k, v in keys.items() if k in SIMULATED_SITE_KEYS}
+                | {"data-path": "."}
+            )
+        except ConfigError as exc:
+            problems.extend(f"{where}: {p}" for p in exc.problems)
+    return problems
 
 
 def read_toml(path: Path) -> dict[str, Any]:

@@ -49,3 +49,21 @@ class SignatureError(FedwardError):
     """A model file is unsigned, changed after signing, or signed by a stranger."""
 
     exit_code = 6
+
+
+class PrivacyError(FedwardError):
+    """A hospital's privacy policy refuses a round (e.g. the run is not private)."""
+
+    exit_code = 7
+
+
+class PrivacyBudgetExceeded(PrivacyError):  # noqa: N818 - named in STYLE.md
+    """A round would take a hospital over its lifetime privacy budget."""
+
+    exit_code = 8
+
+
+class PrivacyLedgerError(PrivacyError):
+    """A hospital's privacy ledger is damaged, unreadable or cannot be written."""
+
+    exit_code = 9

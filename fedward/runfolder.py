@@ -18,6 +18,8 @@ files a person can open. Nothing else in fedward spells a run-folder file name.
                     ``model.json`` (its card) and a signed ``manifest.json``
 ``baselines.json``  local-only and pooled figures (``--baselines``)
 ``data-check.json`` every hospital's aggregate data statistics and warnings
+``privacy-ledgers/`` each simulated hospital's privacy ledger (deployed hospitals
+                    keep theirs on their own disk)
 ``report.*``        the study report (HTML, Markdown) and its figures
 ==================  =============================================================
 """
@@ -73,6 +75,7 @@ class RunFolder:
     BASELINES = "baselines.json"
     BASELINES_PLOT = "baselines.png"
     DATA_CHECK = "data-check.json"
+    PRIVACY_LEDGERS = "privacy-ledgers"
     REPORT_HTML = "report.html"
     REPORT_MD = "report.md"
     REPORT_FIGURES: ClassVar[dict[str, str]] = {
@@ -96,6 +99,10 @@ class RunFolder:
     def checkpoint(self) -> Path:
         """The latest global weights (``model.pt``)."""
         return self.path / self.CHECKPOINT
+
+    def privacy_ledger(self, site: str) -> Path:
+        """A simulated hospital's privacy ledger."""
+        return self.path / self.PRIVACY_LEDGERS / f"{site}.jsonl"
 
     @property
     def export_dir(self) -> Path:

@@ -10,7 +10,16 @@ import sys
 
 import typer
 
-from fedward.cli import certs, data, hospital, inference, report, server, simulate
+from fedward.cli import (
+    audit,
+    certs,
+    data,
+    hospital,
+    inference,
+    report,
+    server,
+    simulate,
+)
 from fedward.errors import FedwardError
 
 app = typer.Typer(
@@ -30,6 +39,7 @@ app.command()(report.report)
 app.command()(server.server)
 app.add_typer(hospital.app, name="hospital")
 app.add_typer(certs.app, name="certs")
+app.add_typer(audit.app, name="audit")
 
 
 def main(argv: list[str] | None = None) -> int:

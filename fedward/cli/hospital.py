@@ -89,3 +89,40 @@ def approvals(
             f"{entry['sha256']}  {entry.get('app')} {entry.get('version')} "
             f"approved {entry.get('approved-at')}"
         )
+
+
+@app.command("privacy")
+def privacy(config: SiteFile) -> None:
+    """Print the privacy ledger: every private round, the ε spent and what is left."""
+    from fedward.data.load import read_site
+    from fedward.errors import PrivacyLedgerError
+    from fedward.learning.ledger import PrivacyLedger
+    from fedward.learning.privacy import lifetime
+
+    site = read_site(config)
+    if site.ledger_path is None:
+        raise PrivacyLedgerError(f"{site.name}: no privacy-ledger in {config}")
+    ledger = PrivacyLedger(site.ledger_path)
+    entries = ledger.entries()
+    typer.echo(f"{site.name}: privacy ledger {ledger.path} ({len(entries)} rounds)")
+    if entries:
+        typer.echo(
+            f"  {'time':20s} {'run':>20s} {'round':>5s} {'ε round':>8s} "
+            f"{'ε run':>7s} {'δ':>8s} {'noise':>6s} {'steps':>5s} {'rate':>6s} unit"
+        )
+    for e in entries:
+        typer.echo(
+            f"  {e.time:20s} {e.run[-20:]:>20s} {e.round:5d} {e.epsilon:8.3f} "
+            f"{e.run_epsilon:7.3f} {e.delta:8.1e} {e.noise_multiplier:6.2f} "
+            f"{e.steps:5d} {e.sample_rate:6.3f} {e.unit}"
+        )
+    spent, delta = lifetime(entries, site.dp_accountant)
+    budget = site.privacy_budget
+    typer.echo(
+        f"lifetime ε {spent:.3f} at δ {delta:.1e} ({site.dp_accountant.upper()}); "
+        + (
+            f"budget {budget:g}, left {max(budget - spent, 0.0):.3f}"
+            if budget > 0
+            else "no budget set (privacy-budget in site.toml)"
+        )
+    )

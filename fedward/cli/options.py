@@ -6,7 +6,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from fedward.config import FedwardConfig, read_toml
+from fedward.config import FedwardConfig, read_run_toml, with_site_settings
 from fedward.errors import ConfigError
 
 
@@ -34,11 +34,33 @@ def parse_set(pairs: list[str]) -> dict[str, Any]:
     return values
 
 
+def split_site_settings(
+    values: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Run keys, and simulated hospitals' settings from dotted ``--set`` keys.
+
+    ``site.<key>`` sets a key for every simulated hospital, ``sites.<name>.<key>``
+    for one, as a scenario's ``[site]`` and ``[sites.<name>]`` tables do.
+    """
+    run: dict[str, Any] = {}
+    sites: dict[str, dict[str, Any]] = {}
+    for key, value in values.items():
+        parts = key.split(".")
+        if parts[0] == "site" and len(parts) == 2:
+            sites.setdefault("*", {})[parts[1]] = value
+        elif parts[0] == "sites" and len(parts) >= 3:
+            sites.setdefault(".".join(parts[1:-1]), {})[parts[-1]] = value
+        else:
+            run[key] = value
+    return run, sites
+
+
 def build_config(
     scenario: Path | None, options: dict[str, Any], settings: list[str]
 ) -> FedwardConfig:
     """Defaults, then the scenario, then flags and ``--set``; all checked at once."""
-    values = read_toml(scenario) if scenario else {}
+    values = read_run_toml(scenario) if scenario else {}
     values.update({k: v for k, v in options.items() if v is not None})
-    values.update(parse_set(settings))
-    return FedwardConfig.from_mapping(values)
+    run, sites = split_site_settings(parse_set(settings))
+    values.update(run)
+    return FedwardConfig.from_mapping(with_site_settings(values, sites))

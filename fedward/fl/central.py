@@ -14,7 +14,7 @@ from fedward.data.sources.folders import load_folder
 from fedward.data.transforms import ScaleToUnit
 from fedward.errors import DataError
 from fedward.learning.loops import evaluate, select_device
-from fedward.models import get_model
+from fedward.models.groupnorm import build_run_model
 
 Metrics = dict[str, float]
 
@@ -48,12 +48,7 @@ def make_central_evaluator(
     device = select_device(config.device)
 
     def evaluate_state(state: Mapping[str, torch.Tensor]) -> Metrics:
-        model = get_model(
-            config.model,
-            num_classes=config.num_classes,
-            in_channels=config.in_channels,
-            image_size=config.image_size,
-        )
+        model = build_run_model(config)
         model.load_state_dict(dict(state))
         result = evaluate(
             model,

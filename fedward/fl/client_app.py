@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import time
 from pathlib import Path
 from typing import Any
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedward.config import FedwardConfig, SiteConfig
 from fedward.data.load import load_site, read_site, site_for_folder
 from fedward.data.partition import simulated_site
 from fedward.data.stats import site_statistics
+from fedward.errors import PrivacyError
 from fedward.fl.delivery import receive_final_model
 from fedward.fl.protocol import (
     FINAL_MODEL_ACTION,
@@ -25,12 +27,18 @@ from fedward.fl.protocol import (
     final_model_reply,
     get_record,
     load_arrays,
+    privacy_record,
     site_record,
     stats_record,
     to_arrays,
     train_metrics,
 )
+from fedward.learning.private_site import private_training
 from fedward.learning.site import Site
+
+logger = logging.getLogger(__name__)
+# Flower's ErrorCode.CLIENT_APP_RAISED_EXCEPTION: the app refused the task
+REFUSED = 2
 
 
 @functools.lru_cache(maxsize=16)
@@ -68,6 +76,11 @@ def site_for(context: Context, config: FedwardConfig) -> Site:
     return _cached_site(config, site_config(dict(node)), partition)
 
 
+def run_id(context: Context) -> str:
+    """The run a ledger entry belongs to: Flower's run id."""
+    return str(context.run_id)
+
+
 def audited(reply: Message, context: Context) -> Message:
     """Record an outbound message exactly as it leaves the site, if asked to.
 
@@ -103,7 +116,18 @@ def make_client_app(config: FedwardConfig | None = None) -> ClientApp:
         load_arrays(model, get_record(msg, RecordKey.ARRAYS, ArrayRecord))
         train_config = get_record(msg, RecordKey.CONFIG, ConfigRecord)
         server_round = int(train_config.get(MetricKey.SERVER_ROUND, 0))  # type: ignore[arg-type]
-        result = site.fit(model, server_round)
+        try:  # the hospital's privacy policy, budget and ledger decide first
+            private = private_training(
+                site_config(dict(context.node_config)), site.name, cfg
+            )
+            if private is None:
+                result, spent = site.fit(model, server_round), None
+            else:
+                result, spent = private.fit(site, model, server_round, run_id(context))
+        except PrivacyError as exc:
+            logger.warning("%s", exc)
+            refusal = Error(code=REFUSED, reason=str(exc))
+            return audited(Message(refusal, reply_to=msg), context)
         content = RecordDict(
             {
                 RecordKey.ARRAYS: to_arrays(model),
@@ -111,6 +135,8 @@ def make_client_app(config: FedwardConfig | None = None) -> ClientApp:
                 RecordKey.SITE: site_record(site.name),
             }
         )
+        if spent is not None:
+            content[RecordKey.PRIVACY] = privacy_record(spent)
         return audited(Message(content=content, reply_to=msg), context)
 
     @app.evaluate()

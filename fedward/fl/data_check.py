@@ -31,6 +31,7 @@ def federated_data_check(
         for node in grid.get_node_ids()
     ]
     stats: dict[str, dict[str, Any]] = {}
+    nodes: dict[int, str] = {}
     failures: dict[str, str] = {}
     for reply in grid.send_and_receive(messages, timeout=timeout):
         site_stats = stats_from_reply(reply)
@@ -41,10 +42,12 @@ def federated_data_check(
             logger.warning("data check: %s failed: %s", node, failures[node])
             continue
         stats[site_name(reply)] = site_stats
+        nodes[reply.metadata.src_node_id] = site_name(reply)
     result: dict[str, Any] = {
         "sites-answered": len(stats),
         "sites-failed": len(failures),
         "failures": failures,
+        "nodes": {str(node): name for node, name in nodes.items()},
     }
     if stats:
         result |= compare_sites(stats, config.classes)

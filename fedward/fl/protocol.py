@@ -7,7 +7,11 @@ hold only:
   statistics (:mod:`fedward.data.stats`: counts per split and class, header
   value counts, an intensity histogram), as one JSON string;
 - ``train``: the site's name, the trained weights (``ArrayRecord``), the number
-  of training images and its last epoch's loss and accuracy;
+  of training images and its last epoch's loss and accuracy; in a private run
+  also what the round spent (:func:`privacy_record`: this run's ε at the site
+  so far, δ, the privacy unit and the DP-SGD settings; never its lifetime ε
+  or its ledger) -- or, when the hospital refuses to train (its privacy
+  policy or budget), an error reply saying why;
 - ``evaluate``: the site's name and summable counts over its held-out images
   (:class:`~fedward.metrics.counts.EvalCounts`): summed loss, confusion matrix,
   score histograms and calibration-bin totals;
@@ -38,6 +42,7 @@ from flwr.app import (
 from torch import nn
 
 from fedward.errors import DataError, WeightsError
+from fedward.learning.ledger import LedgerEntry
 from fedward.learning.loops import TrainResult
 from fedward.metrics.counts import CALIBRATION_BINS, SCORE_BINS, EvalCounts
 
@@ -55,6 +60,7 @@ class RecordKey(StrEnum):
     SITE_STATS = "site-stats"
     FILES = "files"
     FINAL_MODEL = "final-model"
+    PRIVACY = "privacy"
 
 
 FINAL_MODEL_ACTION = "final_model"
@@ -180,6 +186,50 @@ def train_metrics(result: TrainResult) -> MetricRecord:
             MetricKey.VAL_ACCURACY: _nan_if_none(last.val_accuracy),
         }
     )
+
+
+# what a private round spent: run-level ε, not the site's lifetime or ledger
+PRIVACY_KEYS = {
+    "dp-epsilon": "run_epsilon",  # this run's ε at the site after the round
+    "dp-delta": "delta",
+    "dp-unit": "unit",
+    "dp-noise-multiplier": "noise_multiplier",
+    "dp-max-grad-norm": "max_grad_norm",
+    "dp-sample-rate": "sample_rate",
+    "dp-steps": "steps",
+    "dp-accountant": "accountant",
+}
+
+
+def privacy_record(entry: LedgerEntry) -> ConfigRecord:
+    """What a hospital says about a private round: this run's ε so far and δ."""
+    return ConfigRecord({k: getattr(entry, f) for k, f in PRIVACY_KEYS.items()})
+
+
+def _valid_privacy(key: str, value: object) -> bool:
+    if key == "dp-unit":
+        return value in ("patient", "image")
+    if key == "dp-accountant":
+        return value in ("rdp", "prv")
+    if key == "dp-steps":
+        return isinstance(value, int) and value >= 0
+    return isinstance(value, int | float) and math.isfinite(value) and value >= 0
+
+
+def privacy_from_reply(msg: Message) -> dict[str, Any]:
+    """The privacy figures of a train reply (empty if the round was not private).
+
+    Only the keys :func:`privacy_record` writes, with values of their kind, are
+    taken: a malformed claim is dropped, not recorded.
+    """
+    record = None if msg.has_error() else msg.content.get(RecordKey.PRIVACY)
+    if not isinstance(record, ConfigRecord):
+        return {}
+    return {
+        k: record[k]
+        for k in PRIVACY_KEYS
+        if k in record and _valid_privacy(k, record[k])
+    }
 
 
 # --- evaluate replies ----------------------------------------------------------------

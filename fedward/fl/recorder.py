@@ -56,6 +56,20 @@ class RunRecorder:
             }
         )
 
+    def record_error(self, server_round: int, site: str, reason: str) -> None:
+        """A hospital that failed or refused to train (e.g. its privacy budget)."""
+        self._append(
+            {"round": server_round, "scope": "error", "site": site, "reason": reason}
+        )
+
+    def record_privacy(
+        self, server_round: int, site: str, values: Mapping[str, Any]
+    ) -> None:
+        """What a hospital's private round spent (``dp-epsilon``: run ε so far)."""
+        self._append(
+            {"round": server_round, "scope": "privacy", "site": site, **values}
+        )
+
     def record_evaluation(
         self, server_round: int, counts: Mapping[str, EvalCounts]
     ) -> Metrics:
@@ -133,7 +147,27 @@ class RunRecorder:
             "best-round": best["round"] if best else None,
             "best": best,
             "rejected-updates": sum(r["scope"] == "rejected" for r in self.rows),
+            "failed-updates": sum(r["scope"] == "error" for r in self.rows),
+            **self._privacy(),
         }
+
+    def _privacy(self) -> dict[str, Any]:
+        """Per hospital: ε per round and the final (ε, δ); the refused rounds."""
+        rows = [r for r in self.rows if r["scope"] == "privacy"]
+        if not rows and not self.config.dp:
+            return {}
+        sites: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            site = sites.setdefault(row["site"], {"epsilon-per-round": {}})
+            if "dp-epsilon" in row:
+                site["epsilon-per-round"][str(row["round"])] = row["dp-epsilon"]
+            site |= {k.removeprefix("dp-"): v for k, v in row.items() if k[:3] == "dp-"}
+        errors = [
+            {"round": r["round"], "site": r["site"], "reason": r["reason"]}
+            for r in self.rows
+            if r["scope"] == "error"
+        ]
+        return {"privacy": {"sites": sites, "refused": errors}}
 
     def finish(self) -> dict[str, Any]:
         """Write ``summary.json`` and ``metrics.csv``; return the summary."""

@@ -24,8 +24,8 @@ from fedward.fl.protocol import metric_record, to_arrays
 from fedward.fl.recorder import RunRecorder
 from fedward.fl.strategies import FedwardFedAvg
 from fedward.learning.loops import seed_everything
-from fedward.models import get_model
 from fedward.models.checkpoint import ModelCard, save_checkpoint
+from fedward.models.groupnorm import build_run_model
 from fedward.runfolder import RunFolder
 
 logger = logging.getLogger(__name__)
@@ -37,12 +37,7 @@ def run_federation(grid: Grid, config: FedwardConfig) -> dict[str, object]:
     recorder = RunRecorder(folder.path, config)
     signer = folder.signer()
     seed_everything(config.seed)
-    model = get_model(
-        config.model,
-        num_classes=config.num_classes,
-        in_channels=config.in_channels,
-        image_size=config.image_size,
-    )
+    model = build_run_model(config)
     strategy = FedwardFedAvg(
         recorder=recorder,
         class_names=config.classes,
@@ -53,7 +48,8 @@ def run_federation(grid: Grid, config: FedwardConfig) -> dict[str, object]:
         min_available_nodes=config.min_available_nodes,
     )
     central = make_central_evaluator(config)
-    federated_data_check(grid, config, folder)
+    check = federated_data_check(grid, config, folder)
+    strategy.node_names.update({int(n): s for n, s in check["nodes"].items()})
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         if server_round > 0:  # keep the latest global weights on disk every round

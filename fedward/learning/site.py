@@ -13,7 +13,13 @@ from torch.utils.data import DataLoader
 
 from fedward.config import FedwardConfig
 from fedward.console import ProgressBar
-from fedward.data.datasets import DecodedImages, Item, SiteSplits, make_loader
+from fedward.data.datasets import (
+    DecodedImages,
+    Item,
+    SiteSplits,
+    Transform,
+    make_loader,
+)
 from fedward.data.transforms import RandomAugment, ScaleToUnit
 from fedward.learning.loops import (
     EpochStats,
@@ -24,12 +30,13 @@ from fedward.learning.loops import (
     train,
 )
 from fedward.metrics.counts import EvalCounts
-from fedward.models import get_model
+from fedward.models.groupnorm import build_run_model
 
 logger = logging.getLogger(__name__)
 
 
-def _epoch_message(stats: EpochStats) -> str:
+def epoch_message(stats: EpochStats) -> str:
+    """One line of an epoch's figures, for the progress bar."""
     text = f"loss {stats.train_loss:.4f}  accuracy {stats.train_accuracy:.3f}"
     if stats.val_loss is not None:
         text += (
@@ -48,26 +55,22 @@ class Site:
 
     def new_model(self) -> nn.Module:
         """A fresh model of the configured architecture."""
+        return build_run_model(self.config)
+
+    def transform(self, *, training: bool) -> Transform:
+        """uint8 image to model input: augmented when training (if configured)."""
         cfg = self.config
-        return get_model(
-            cfg.model,
-            num_classes=cfg.num_classes,
-            in_channels=cfg.in_channels,
-            image_size=cfg.image_size,
-        )
+        if training and cfg.augment:
+            return RandomAugment(cfg.shear, cfg.zoom, cfg.horizontal_flip)
+        return ScaleToUnit()
 
     def _loader(
         self, data: DecodedImages, *, training: bool, seed: int
     ) -> DataLoader[Item]:
         cfg = self.config
-        transform = (
-            RandomAugment(cfg.shear, cfg.zoom, cfg.horizontal_flip)
-            if training and cfg.augment
-            else ScaleToUnit()
-        )
         return make_loader(
             data,
-            transform,
+            self.transform(training=training),
             batch_size=cfg.batch_size,
             shuffle=training,
             seed=seed,
@@ -91,7 +94,7 @@ class Site:
                 num_classes=cfg.num_classes,
                 val_loader=val_loader,
                 channels_last=cfg.channels_last,
-                on_epoch=lambda s: bar.step(_epoch_message(s)),
+                on_epoch=lambda s: bar.step(epoch_message(s)),
             )
         model.to("cpu")
         logger.info(

@@ -60,10 +60,11 @@ def get_model(
 
 
 # Importing the modules registers their architectures.
-from fedward.models import seed_cnn, torchvision_models  # noqa: E402
+from fedward.models import groupnorm, seed_cnn, torchvision_models  # noqa: E402
 
 __all__ = [
     "get_model",
+    "groupnorm",
     "list_models",
     "register_model",
     "seed_cnn",

@@ -21,6 +21,7 @@ from torch import nn
 
 from fedward.config import FedwardConfig
 from fedward.models import get_model
+from fedward.models.groupnorm import run_model_name
 from fedward.runfolder import RunFolder
 
 
@@ -57,7 +58,7 @@ class ModelCard:
     def of_run(cls, config: FedwardConfig, server_round: int) -> ModelCard:
         """The card of a run's global model after ``server_round``."""
         return cls(
-            config.model,
+            run_model_name(config),
             config.classes,
             config.in_channels,
             config.image_size,

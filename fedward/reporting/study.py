@@ -93,6 +93,17 @@ class Baselines:
 
 
 @dataclass(frozen=True)
+class PrivacyCard:
+    """Differential privacy in the model card: (ε, δ) per hospital and the unit."""
+
+    sites: Table
+    accountants: str
+    units: str
+    image_sites: list[str]
+    refused: list[str]
+
+
+@dataclass(frozen=True)
 class StudyReport:
     """Everything the report templates show, gathered from one run folder.
 
@@ -113,6 +124,8 @@ class StudyReport:
         The run's resolved configuration and class names (the model card).
     sites
         Per hospital: images, split sizes from the data check, images evaluated.
+    privacy
+        ``None`` when the run was not differentially private.
     """
 
     name: str
@@ -124,6 +137,7 @@ class StudyReport:
     config: dict[str, Any]
     classes: list[str]
     sites: Table
+    privacy: PrivacyCard | None = None
 
 
 def write_report(run_dir: Path) -> tuple[Path, Path]:
@@ -196,6 +210,7 @@ def gather(folder: RunFolder) -> StudyReport:
         config=folder.read_json(RunFolder.CONFIG),
         classes=classes,
         sites=_site_table(folder, scopes),
+        privacy=_privacy_card(summary),
     )
 
 
@@ -341,3 +356,47 @@ def _site_table(folder: RunFolder, scopes: dict[str, EvalCounts]) -> Table:
             [name, str(site.get("images", "-")), *splits, str(counts.num_examples)]
         )
     return Table(["site", "images", "train", "val", "test", "evaluated"], rows)
+
+
+def _figure(values: dict[str, Any], key: str, spec: str) -> str:
+    value = values.get(key)
+    return "-" if value is None else format(value, spec)
+
+
+def _privacy_card(summary: dict[str, Any]) -> PrivacyCard | None:
+    privacy = summary.get("privacy")
+    if not privacy:
+        return None
+    sites = privacy["sites"]
+    rounds = sorted(
+        {r for s in sites.values() for r in s["epsilon-per-round"]}, key=int
+    )
+    rows = [
+        [
+            name,
+            str(s.get("unit", "-")),
+            _figure(s, "epsilon", ".2f"),
+            _figure(s, "delta", ".1e"),
+            _figure(s, "noise-multiplier", ".2f"),
+            _figure(s, "max-grad-norm", "g"),
+            *(
+                _figure(s["epsilon-per-round"], r, ".2f")
+                for r in sorted(rounds, key=int)
+            ),
+        ]
+        for name, s in sorted(sites.items())
+    ]
+    header = ["site", "unit", "ε", "δ", "noise", "clip"]
+    header += [f"ε r{r}" for r in rounds]
+    refused = [
+        f"round {e['round']}, {e['site']}: {e['reason']}" for e in privacy["refused"]
+    ]
+    accountants = sorted({str(s.get("accountant", "rdp")) for s in sites.values()})
+    return PrivacyCard(
+        sites=Table(header, rows),
+        accountants="/".join(a.upper() for a in accountants or ["rdp"]),
+        units=" or ".join(sorted({str(s.get("unit")) for s in sites.values()}))
+        or "image",
+        image_sites=sorted(n for n, s in sites.items() if s.get("unit") != "patient"),
+        refused=refused,
+    )

@@ -18,6 +18,7 @@ from fedward.fl.protocol import (
     check_arrays,
     counts_from_metrics,
     metric_record,
+    privacy_from_reply,
     site_name,
 )
 from fedward.fl.recorder import RunRecorder
@@ -67,6 +68,8 @@ class FedwardFedAvg(FedAvg):
         self.recorder = recorder
         self.class_names = list(class_names)
         self._sent: ArrayRecord | None = None
+        # node id -> hospital (from the data check and replies), to name failures
+        self.node_names: dict[int, str] = {}
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -93,10 +96,15 @@ class FedwardFedAvg(FedAvg):
         accepted: list[Message] = []
         site_metrics: dict[str, dict[str, float]] = {}
         for msg in replies:
-            if msg.has_error():
+            node = msg.metadata.src_node_id
+            if msg.has_error():  # a failure, or a refusal (e.g. privacy budget)
+                reason = msg.error.reason or f"error code {msg.error.code}"
+                name = self.node_names.get(node, f"node-{node}")
+                self.recorder.record_error(server_round, name, reason)
                 accepted.append(msg)  # FedAvg logs and skips it
                 continue
             name, problems = site_name(msg), self._update_problems(msg)
+            self.node_names[node] = name
             if problems:
                 logger.warning("rejected update from %s: %s", name, "; ".join(problems))
                 self.recorder.record_rejected(server_round, name, problems)
@@ -104,6 +112,8 @@ class FedwardFedAvg(FedAvg):
             accepted.append(msg)
             metrics = msg.content[RecordKey.METRICS]
             site_metrics[name] = {k: float(v) for k, v in metrics.items()}  # type: ignore[arg-type]
+            if privacy := privacy_from_reply(msg):
+                self.recorder.record_privacy(server_round, name, privacy)
         self.recorder.record_train(server_round, site_metrics)
         return super().aggregate_train(server_round, accepted)
 
@@ -118,6 +128,7 @@ class FedwardFedAvg(FedAvg):
                 continue
             metrics = msg.content.get(RecordKey.METRICS)
             name = site_name(msg)
+            self.node_names[msg.metadata.src_node_id] = name
             try:
                 if not isinstance(metrics, MetricRecord):
                     raise DataError(f"{name}: evaluation reply has no metrics")
