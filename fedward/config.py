@@ -137,6 +137,9 @@ class Checked(BaseModel):
         return f"'{key}' must be {expected}, got {type(value).__name__} {value!r}"
 
 
+# strategies whose aggregate is a weighted sum, which secure aggregation computes
+SECURE_STRATEGIES = ("fedavg", "fedprox")
+
 BestMetric = Literal[
     "accuracy", "recall", "specificity", "precision", "f1", "auroc", "loss"
 ]
@@ -179,6 +182,16 @@ class FedwardConfig(Checked):
     round_timeout: Annotated[float, _between(1.0)] = 3600.0
     best_metric: BestMetric = "f1"
     run_dir: str = "runs/flwr-run"
+    # secure aggregation (docs/privacy.md): the server learns only sums. Each
+    # hospital clips its update to secure-norm-bound (L2), each value to
+    # +-secure-clip-range (the fixed-point range), and weighs it by at most
+    # secure-max-examples images; secure-threshold hospitals (0: more than half of
+    # those sampled) must take part in every step or the round is abandoned
+    secure_aggregation: bool = False
+    secure_threshold: Annotated[int, _between(0, 10_000)] = 0
+    secure_norm_bound: Annotated[float, _between(1e-6)] = 10.0
+    secure_clip_range: Annotated[float, _between(1e-6, 1e3)] = 0.5
+    secure_max_examples: Annotated[int, _between(1, 2**24)] = 65536
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> FedwardConfig:
@@ -210,6 +223,35 @@ class FedwardConfig(Checked):
             problems.append("'val-fraction' + 'test-fraction' must be below 0.9")
         if self.eval_split == "test" and self.test_fraction == 0.0:
             problems.append("'eval-split' is 'test' but 'test-fraction' is 0")
+        if self.secure_aggregation:
+            problems.extend(self._secure_problems())
+        return problems
+
+    def _secure_problems(self) -> list[str]:
+        """What secure aggregation cannot run with."""
+        problems = []
+        # robust strategies (median, Krum, ...) need each hospital's update, which
+        # the server never sees under secure aggregation; "strategy" is the key
+        # that names the strategy, when there is one
+        strategy = str(getattr(self, "strategy", "fedavg"))
+        if strategy not in SECURE_STRATEGIES:
+            problems.append(
+                f"'strategy' = {strategy!r} needs each hospital's update and cannot "
+                f"run with 'secure-aggregation' (only {', '.join(SECURE_STRATEGIES)})"
+            )
+        for key in ("min_train_nodes", "min_evaluate_nodes"):
+            if getattr(self, key) < 2:
+                problems.append(
+                    f"'secure-aggregation' needs '{_kebab(key)}' >= 2 "
+                    "(a sum of one hospital is that hospital's input)"
+                )
+        if self.secure_threshold == 1:
+            problems.append("'secure-threshold' must be 0 (more than half) or >= 2")
+        if self.secure_clip_range * self.secure_max_examples >= 2**30:
+            problems.append(
+                "'secure-clip-range' x 'secure-max-examples' must be below 2**30 "
+                "(the fixed-point sum must fit 32 bits)"
+            )
         return problems
 
     def _warn_if_odd(self) -> None:
@@ -232,6 +274,8 @@ _SITE_PATHS = (
     "approved_apps",
     "daemon_dir",
     "models_dir",
+    "node_certificate",
+    "figures_dir",
 )
 
 
@@ -280,6 +324,12 @@ class SiteConfig(Checked):
     # each run's signed final model, kept after its signature is checked against
     # root-certificates; empty: <site-name>-models beside site.toml
     models_dir: str = ""
+    # secure aggregation: refuse every run without it; the CA's certificate for
+    # node-key (empty: node.crt beside it); where this hospital keeps its own
+    # figures of secure runs (empty: <site-name>-figures beside site.toml)
+    require_secure_aggregation: bool = False
+    node_certificate: str = ""
+    figures_dir: str = ""
 
     @classmethod
     def from_site_file(
@@ -297,6 +347,13 @@ class SiteConfig(Checked):
                 or f"{config.name}-approved-apps.json",
                 "daemon_dir": config.daemon_dir or f"{config.name}-daemon",
                 "models_dir": config.models_dir or f"{config.name}-models",
+                "figures_dir": config.figures_dir or f"{config.name}-figures",
+                "node_certificate": config.node_certificate
+                or (
+                    str(Path(config.node_key).with_name("node.crt"))
+                    if config.node_key
+                    else ""
+                ),
             }
         )
         updates: dict[str, Any] = {

@@ -49,3 +49,14 @@ class SignatureError(FedwardError):
     """A model file is unsigned, changed after signing, or signed by a stranger."""
 
     exit_code = 6
+
+
+class SecureAggregationError(FedwardError):
+    """A secure-aggregation step failed: a bad signature, share or threshold.
+
+    Raised at a hospital, it refuses the step (the server sees an error reply and
+    treats the hospital as dropped); at the server, it aborts the secure sum of
+    that round, which leaves the global model as it was.
+    """
+
+    exit_code = 12

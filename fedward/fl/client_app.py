@@ -30,6 +30,13 @@ from fedward.fl.protocol import (
     to_arrays,
     train_metrics,
 )
+from fedward.fl.secagg.client import (
+    Hooks,
+    register_secure_handlers,
+    require_secure_mod,
+    secure_evaluate_reply,
+    secure_train_reply,
+)
 from fedward.learning.site import Site
 
 
@@ -90,20 +97,26 @@ def audited(reply: Message, context: Context) -> Message:
 
 def make_client_app(config: FedwardConfig | None = None) -> ClientApp:
     """A ClientApp using ``config``, or the run's config when ``None``."""
-    app = ClientApp()
 
     def resolve(context: Context) -> FedwardConfig:
         return config or FedwardConfig.from_run_config(context.run_config)
+
+    secure = Hooks(resolve, site_config, site_for, audited)
+    app = ClientApp(mods=[require_secure_mod(secure)])
+    register_secure_handlers(app, secure)
 
     @app.train()
     def train_handler(msg: Message, context: Context) -> Message:
         cfg = resolve(context)
         site = site_for(context, cfg)
         model = site.new_model()
-        load_arrays(model, get_record(msg, RecordKey.ARRAYS, ArrayRecord))
+        sent = get_record(msg, RecordKey.ARRAYS, ArrayRecord)
+        load_arrays(model, sent)
         train_config = get_record(msg, RecordKey.CONFIG, ConfigRecord)
         server_round = int(train_config.get(MetricKey.SERVER_ROUND, 0))  # type: ignore[arg-type]
         result = site.fit(model, server_round)
+        if cfg.secure_aggregation:
+            return secure_train_reply(secure, msg, context, site, sent, model, result)
         content = RecordDict(
             {
                 RecordKey.ARRAYS: to_arrays(model),
@@ -120,6 +133,8 @@ def make_client_app(config: FedwardConfig | None = None) -> ClientApp:
         model = site.new_model()
         load_arrays(model, get_record(msg, RecordKey.ARRAYS, ArrayRecord))
         counts = site.evaluate(model, cfg.eval_split)
+        if cfg.secure_aggregation:
+            return secure_evaluate_reply(secure, msg, context, site, counts)
         content = RecordDict(
             {
                 RecordKey.METRICS: counts_to_metrics(counts),

@@ -15,6 +15,7 @@ import logging
 
 from flwr.app import ArrayRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import Strategy
 
 from fedward.config import FedwardConfig
 from fedward.fl.central import make_central_evaluator
@@ -22,6 +23,7 @@ from fedward.fl.data_check import federated_data_check
 from fedward.fl.delivery import deliver_final_model
 from fedward.fl.protocol import metric_record, to_arrays
 from fedward.fl.recorder import RunRecorder
+from fedward.fl.secagg.strategy import SecureAggregation, skip_data_check
 from fedward.fl.strategies import FedwardFedAvg
 from fedward.learning.loops import seed_everything
 from fedward.models import get_model
@@ -43,7 +45,7 @@ def run_federation(grid: Grid, config: FedwardConfig) -> dict[str, object]:
         in_channels=config.in_channels,
         image_size=config.image_size,
     )
-    strategy = FedwardFedAvg(
+    strategy: Strategy = FedwardFedAvg(
         recorder=recorder,
         class_names=config.classes,
         fraction_train=config.fraction_train,
@@ -53,7 +55,11 @@ def run_federation(grid: Grid, config: FedwardConfig) -> dict[str, object]:
         min_available_nodes=config.min_available_nodes,
     )
     central = make_central_evaluator(config)
-    federated_data_check(grid, config, folder)
+    if config.secure_aggregation:  # the server sees only sums (docs/privacy.md)
+        strategy = SecureAggregation(strategy, config, recorder)
+        skip_data_check(folder)
+    else:
+        federated_data_check(grid, config, folder)
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         if server_round > 0:  # keep the latest global weights on disk every round

@@ -113,6 +113,8 @@ class StudyReport:
         The run's resolved configuration and class names (the model card).
     sites
         Per hospital: images, split sizes from the data check, images evaluated.
+    secure
+        Why there are no per-hospital rows (secure aggregation), else ``None``.
     """
 
     name: str
@@ -124,6 +126,7 @@ class StudyReport:
     config: dict[str, Any]
     classes: list[str]
     sites: Table
+    secure: str | None = None
 
 
 def write_report(run_dir: Path) -> tuple[Path, Path]:
@@ -196,6 +199,7 @@ def gather(folder: RunFolder) -> StudyReport:
         config=folder.read_json(RunFolder.CONFIG),
         classes=classes,
         sites=_site_table(folder, scopes),
+        secure=summary.get("secure-aggregation", {}).get("per-hospital"),
     )
 
 
@@ -214,7 +218,8 @@ def _headline(
 ) -> Headline:
     pooled = scopes[POOLED].figures(classes)
     return Headline(
-        hospitals=len(scopes) - 1,
+        hospitals=len(scopes) - 1
+        or len(summary.get("secure-aggregation", {}).get("took-part", {})),
         rounds=summary["rounds"],
         accuracy=pooled["accuracy"],
         f1=pooled["f1"],
