@@ -190,8 +190,8 @@ class FedwardConfig(Checked):
     secure_aggregation: bool = False
     secure_threshold: Annotated[int, _between(0, 10_000)] = 0
     secure_norm_bound: Annotated[float, _between(1e-6)] = 10.0
-    secure_clip_range: Annotated[float, _between(1e-6, 1e3)] = 0.5
-    secure_max_examples: Annotated[int, _between(1, 2**24)] = 65536
+    secure_clip_range: Annotated[float, _between(1e-6, 1e3)] = 0.1
+    secure_max_examples: Annotated[int, _between(1, 2**24)] = 16384
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> FedwardConfig:

@@ -268,6 +268,11 @@ def secure_train_reply(
             site.name, figures["update-norm"], site.config.secure_norm_bound,
             figures["values-clipped"], site.config.secure_clip_range,
         )  # fmt: skip
+    if figures["weight"] < figures["num-examples"]:
+        logger.warning(
+            "%s: %d training images, weighted as %d (secure-max-examples)",
+            site.name, figures["num-examples"], figures["weight"],
+        )  # fmt: skip
     keep_local(
         hooks,
         context,

@@ -1,8 +1,9 @@
 """A grid that hands each message to an in-process ClientApp: the SuperLink's stand-in.
 
 Only the transport is replaced: every ClientApp, strategy and secure step is the
-real one. A node can be made to die right after it answered a given message type,
-as a hospital killed after sending its masked input.
+real one. A node can be made to die right after it answered a given message type
+(:func:`step`), as a hospital killed after sending its masked input; the bytes of
+every message to and from each node are counted as Flower serialises them.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import time
 from collections.abc import Iterable, Mapping
 
 import pytest
-from flwr.app import Context, Error, Message, Metadata, RecordDict
+from flwr.app import ConfigRecord, Context, Error, Message, Metadata, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
@@ -28,6 +29,24 @@ def server_task(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(TaskIdentity, "_run_id", RUN_ID)
     monkeypatch.setattr(TaskIdentity, "_node_id", 1)
     monkeypatch.setattr(TaskIdentity, "_task_id", 1)
+
+
+def over_the_wire(message: Message) -> tuple[Message, int]:
+    """The message as the receiver gets it (serialised and parsed) and its size."""
+    from flwr.common.serde import message_from_proto, message_to_proto
+    from flwr.proto.message_pb2 import Message as ProtoMessage
+
+    data = message_to_proto(message).SerializeToString()
+    return message_from_proto(ProtoMessage.FromString(data)), len(data)
+
+
+def step(message: Message) -> str:
+    """The message type, with the stage of Flower's legacy SecAgg+ if it has one."""
+    kind = message.metadata.message_type
+    legacy = message.content.get("secaggplus_configs")
+    if isinstance(legacy, ConfigRecord) and "stage" in legacy:
+        return f"{kind}.{legacy['stage']!s}"
+    return kind
 
 
 class LocalGrid(Grid):
@@ -46,6 +65,7 @@ class LocalGrid(Grid):
         self.dead: set[int] = set()
         self.die_after: dict[int, str] = {}
         self.sent_bytes: dict[int, int] = dict.fromkeys(apps, 0)
+        self.received_bytes: dict[int, int] = dict.fromkeys(apps, 0)
         self._ids = itertools.count()
         self._run = Run.create_empty(RUN_ID)
 
@@ -78,8 +98,6 @@ class LocalGrid(Grid):
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
-        from flwr.common.serde import message_to_proto
-
         replies = []
         for message in messages:
             node = message.metadata.dst_node_id
@@ -99,12 +117,16 @@ class LocalGrid(Grid):
                     message_type=message.metadata.message_type,
                 ),
             )
+            kind = step(addressed)
+            addressed, size = over_the_wire(addressed)
+            self.received_bytes[node] += size
             try:
                 reply = self.apps[node](addressed, self.contexts[node])
             except Exception as exc:  # what Flower's runtime does with a raise
                 reply = Message(Error(code=0, reason=str(exc)), reply_to=addressed)
-            self.sent_bytes[node] += len(message_to_proto(reply).SerializeToString())
+            reply, size = over_the_wire(reply)
+            self.sent_bytes[node] += size
             replies.append(reply)
-            if self.die_after.get(node) == message.metadata.message_type:
+            if self.die_after.get(node) == kind:
                 self.dead.add(node)
         return replies
