@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from fedward.metrics.counts import CALIBRATION_BINS, SCORE_BINS, EvalCounts
 
@@ -47,7 +48,7 @@ def ring_dtype(bits: int) -> type[np.unsignedinteger]:
 
 def to_ring(values: np.ndarray, bits: int) -> np.ndarray:
     """Signed integers as their residues modulo ``2**bits`` (two's complement)."""
-    return values.astype(np.int64).astype(ring_dtype(bits))
+    return values.astype(np.int64, copy=False).astype(ring_dtype(bits))
 
 
 def from_ring(values: np.ndarray) -> np.ndarray:
@@ -89,10 +90,10 @@ class Layout:
         return sum(math.prod(shape) for _, shape, _ in self.floats)
 
     def split(self, arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """All floating values (float64) and all integer values (int64), flat."""
-        floats = [np.asarray(arrays[k], np.float64).ravel() for k, _, _ in self.floats]
+        """All floating values (float32) and all integer values (int64), flat."""
+        floats = [np.asarray(arrays[k], np.float32).ravel() for k, _, _ in self.floats]
         ints = [np.asarray(arrays[k]).astype(np.int64).ravel() for k, _, _ in self.ints]
-        return _concat(floats, np.float64), _concat(ints, np.int64)
+        return _concat(floats, np.float32), _concat(ints, np.int64)
 
     def join(self, floats: np.ndarray, ints: np.ndarray) -> dict[str, np.ndarray]:
         """Arrays of this layout from flat values, cast back to their dtypes."""
@@ -142,11 +143,17 @@ class UpdateCodec:
         return min(int(num_examples), self.max_weight)
 
     def encode(self, delta: np.ndarray, weight: int) -> tuple[np.ndarray, int]:
-        """``round(clip(delta) * w * S)`` modulo 2**32; how many values were clipped."""
+        """``round(clip(delta) * w * S)`` modulo 2**32; how many values were clipped.
+
+        Computed in float64 (the products reach 2**31, beyond float32's 24-bit
+        mantissa) with torch, which is several times faster than numpy here.
+        """
         c = self.clip_range
-        clipped = int(np.count_nonzero(np.abs(delta) > c))
-        scaled = np.clip(delta, -c, c) * (float(weight) * self.scale)
-        return to_ring(np.rint(scaled), UPDATE_BITS), clipped
+        values = torch.from_numpy(np.ascontiguousarray(delta))
+        clipped = int((values.abs() > c).sum())
+        scaled = values.to(torch.float64, copy=True).clamp_(-c, c)
+        scaled.mul_(float(weight) * self.scale)
+        return to_ring(scaled.round_().to(torch.int64).numpy(), UPDATE_BITS), clipped
 
     def decode_mean(self, total: np.ndarray, total_weight: int) -> np.ndarray:
         """The weighted mean update from the unmasked sum of encodings."""
@@ -165,10 +172,12 @@ def clip_norm(delta: np.ndarray, bound: float) -> tuple[np.ndarray, float]:
     ValueError
         If ``delta`` holds NaN or infinite values.
     """
-    norm = float(np.linalg.norm(delta))
+    norm = float(torch.linalg.vector_norm(torch.from_numpy(delta), dtype=torch.float64))
     if not math.isfinite(norm):
         raise ValueError("the update holds NaN or infinite values")
-    return (delta * (bound / norm) if norm > bound else delta), norm
+    if norm > bound:
+        return (delta * (bound / norm)).astype(delta.dtype), norm
+    return delta, norm
 
 
 # --- the counts vector of a train reply -----------------------------------------------
