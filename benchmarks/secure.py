@@ -17,7 +17,7 @@ round: wall seconds, and per hospital the bytes it uploaded and downloaded; and
 how far the secure global weights are from plain FedAvg's.
 
 Usage: ``python -m benchmarks.secure [--hospitals 3 10] [--image-size 150]
-[--images 40] [--rounds 1] [--out benchmarks/results]``. Prints a Markdown
+[--images 40] [--rounds 1] [--repeat 1] [--out benchmarks/results]``. Prints a Markdown
 table and writes ``secure.json`` + ``secure.md``.
 """
 
@@ -188,13 +188,17 @@ def bench(hospitals: int, args: argparse.Namespace, work: Path) -> dict[str, Any
     results: dict[str, Any] = {}
     weights: dict[str, ArrayRecord] = {}
     drop = max(node_configs(hospitals))
-    for mode in args.modes:
-        config = base.replace(
-            run_dir=str(work / f"run-{hospitals}-{mode}"),
-            secure_aggregation=mode == "secure",
-        )
-        results[mode], weights[mode] = run_mode(mode, config, drop)
-        print(f"{hospitals} hospitals, {mode}: {results[mode]}", flush=True)
+    for attempt in range(args.repeat):  # interleaved: the load changes alike
+        for mode in args.modes:
+            config = base.replace(
+                run_dir=str(work / f"run-{hospitals}-{mode}-{attempt}"),
+                secure_aggregation=mode == "secure",
+            )
+            measured, weights[mode] = run_mode(mode, config, drop)
+            print(f"{hospitals} hospitals, {mode}: {measured}", flush=True)
+            best = results.get(mode)
+            if best is None or measured["round-s"] < best["round-s"]:
+                results[mode] = measured
     if "plain" in weights and "secure" in weights:
         plain, secure = weights["plain"], weights["secure"]
         results["secure-vs-plain-max-weight-diff"] = max(
@@ -233,6 +237,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--repeat", type=int, default=1, help="best of N, interleaved")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
     from flwr.supercore.task_identity import TaskIdentity

@@ -1,6 +1,7 @@
 """The study report of a real (small) federation, rendered in headless Chromium."""
 
 import base64
+import dataclasses
 import io
 import json
 import re
@@ -182,8 +183,11 @@ def test_report_renders_in_headless_chromium(run_dir: Path, tmp_path: Path) -> N
 
 
 def test_a_secure_run_says_why_it_has_no_per_hospital_rows() -> None:
-    report = tiny_report(**{"secure-aggregation": True})
-    report = StudyReport(**{**report.__dict__, "secure": "secure aggregation was on"})
+    plain = tiny_report()
+    config = {**plain.config, "secure-aggregation": True}
+    report = dataclasses.replace(
+        plain, config=config, secure="secure aggregation was on"
+    )
 
     for template in ("report.md.j2", "report.html.j2"):
         text = render(report, template)
