@@ -146,8 +146,17 @@ def identity_and_trust(
             f"{site.name}: secure aggregation needs 'node-key', its "
             "'node-certificate' and 'root-certificates' in the site config"
         )
-    identity = Identity.from_files(Path(site.node_key), Path(site.node_certificate))
-    return identity, PeerTrust.from_ca_file(Path(site.root_certificates))
+    try:
+        identity = Identity.from_files(Path(site.node_key), Path(site.node_certificate))
+        return identity, PeerTrust.from_ca_file(Path(site.root_certificates))
+    except SecureAggregationError as exc:  # the detail names paths: it stays here
+        logger.error("%s: %s (node-certificate %s; `fedward certs node-certificate "
+                     "%s` issues one)", site.name, exc, site.node_certificate,
+                     site.name)  # fmt: skip
+        raise SecureAggregationError(
+            f"{site.name} cannot use its node key, certificate or CA for secure "
+            "aggregation; see the hospital's log"
+        ) from None
 
 
 def keep_local(
