@@ -155,6 +155,11 @@ class SecureAggregation(Strategy):
             if len(nodes) < 2:
                 raise SecureAggregationError(f"{len(nodes)} hospital(s) sampled")
             threshold = self.config.secure_threshold or majority(len(nodes))
+            if not majority(len(nodes)) <= threshold <= len(nodes):
+                raise SecureAggregationError(
+                    f"threshold {threshold} for {len(nodes)} hospitals: it must be "
+                    "more than half of them and at most all"
+                )
             session = Session(
                 grid.run.run_id, server_round, kind, threshold, len(nodes)
             )
@@ -197,7 +202,13 @@ class SecureAggregation(Strategy):
         if total is None:  # abandoned before the messages went out
             return None
         try:
-            answered = {m.metadata.src_node_id: m for m in replies if not m.has_error()}
+            answered = {}
+            for m in replies:
+                if m.has_error():
+                    logger.warning("secure %s: node %d failed: %s", kind,
+                                   m.metadata.src_node_id, m.error.reason)  # fmt: skip
+                else:
+                    answered[m.metadata.src_node_id] = m
             u3 = total.collected(self._read(answered, reply_masked), shape)
             session = total.session
             ask = {n: consistency_request(session, u3) for n in u3}
