@@ -205,35 +205,54 @@ def register_secure_handlers(app: ClientApp, hooks: Hooks) -> None:
 
     @app.query(Stage.SHARE)
     def share(msg: Message, context: Context) -> Message:
-        session = session_of(msg)
-        state = _load(context, session)
-        identity, trust = identity_and_trust(hooks, context, hooks.config(context))
-        sealed = party.share(state, read_share(secagg_record(msg)), trust)
-        _save(context, state)
-        return _reply(hooks, msg, context, shares_reply(sealed), identity.name)
+        def step(state: PartyState, trust: PeerTrust, _: Identity) -> ConfigRecord:
+            return shares_reply(
+                party.share(state, read_share(secagg_record(msg)), trust)
+            )
+
+        return _step(hooks, msg, context, step)
 
     @app.query(Stage.CONSISTENCY)
     def consistency(msg: Message, context: Context) -> Message:
-        session = session_of(msg)
-        state = _load(context, session)
-        identity, _ = identity_and_trust(hooks, context, hooks.config(context))
-        signature = party.consistency(state, read_u3(secagg_record(msg)), identity)
-        _save(context, state)
-        return _reply(hooks, msg, context, signature_reply(signature), identity.name)
+        def step(state: PartyState, _: PeerTrust, identity: Identity) -> ConfigRecord:
+            u3 = read_u3(secagg_record(msg))
+            return signature_reply(party.consistency(state, u3, identity))
+
+        return _step(hooks, msg, context, step)
 
     @app.query(Stage.UNMASK)
     def unmask(msg: Message, context: Context) -> Message:
-        session = session_of(msg)
-        state = _load(context, session)
-        identity, trust = identity_and_trust(hooks, context, hooks.config(context))
-        u3, signatures = read_unmask(secagg_record(msg))
-        seeds, keys = party.unmask(state, u3, signatures, trust)
-        _forget(context, session.kind)  # this sum's secrets are no longer kept
-        logger.info(
-            "%s: secure %s round %d: revealed %d seed and %d key share(s)",
-            identity.name, session.kind, session.server_round, len(seeds), len(keys),
-        )  # fmt: skip
-        return _reply(hooks, msg, context, revealed_reply(seeds, keys), identity.name)
+        def step(
+            state: PartyState, trust: PeerTrust, identity: Identity
+        ) -> ConfigRecord:
+            u3, signatures = read_unmask(secagg_record(msg))
+            seeds, keys = party.unmask(state, u3, signatures, trust)
+            logger.info(
+                "%s: secure %s round %d: revealed %d seed and %d key share(s)",
+                identity.name, state.session.kind, state.session.server_round,
+                len(seeds), len(keys),
+            )  # fmt: skip
+            return revealed_reply(seeds, keys)
+
+        return _step(hooks, msg, context, step, keep=False)
+
+
+Step = Callable[[PartyState, PeerTrust, Identity], ConfigRecord]
+
+
+def _step(
+    hooks: Hooks, msg: Message, context: Context, step: Step, keep: bool = True
+) -> Message:
+    """One step after the first: load the state, run ``step``, keep or forget it."""
+    session = session_of(msg)
+    state = _load(context, session)
+    identity, trust = identity_and_trust(hooks, context, hooks.config(context))
+    record = step(state, trust, identity)
+    if keep:
+        _save(context, state)
+    else:  # the last step: this sum's secrets are no longer kept
+        _forget(context, session.kind)
+    return _reply(hooks, msg, context, record, identity.name)
 
 
 def _masked_reply(
