@@ -54,6 +54,19 @@ def secure_sum(
     return server.unmasked(revealed)
 
 
+def shared(
+    ca: RunLocalCA, ids: Mapping[int, Identity], *, threshold: int
+) -> tuple[dict[int, PartyState], dict[int, dict[int, bytes]]]:
+    """Steps 1 and 2 for every hospital: their states and the shares they sealed."""
+    session = Session(1, 1, "train", threshold, len(ids))
+    states, bundles = {}, []
+    for node, identity in ids.items():
+        states[node], bundle = party.advertise(session, node, identity)
+        bundles.append(bundle)
+    sealed = {n: party.share(states[n], bundles, ca.trust()) for n in states}
+    return states, sealed
+
+
 def random_inputs(nodes: Sequence[int], size: int, seed: int = 0) -> dict[int, Vectors]:
     rng = np.random.default_rng(seed)
     return {

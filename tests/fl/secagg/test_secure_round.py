@@ -77,6 +77,15 @@ def initial(config: FedwardConfig) -> ArrayRecord:
     return to_arrays(get_model(config.model, num_classes=2, image_size=32))
 
 
+def plain_and_secure(
+    config: FedwardConfig, tmp_path: Path
+) -> tuple[FedwardConfig, FedwardConfig]:
+    """The same run, plain and secure, each with its own run folder."""
+    return config.replace(run_dir=str(tmp_path / "plain")), config.replace(
+        run_dir=str(tmp_path / "secure"), secure_aggregation=True
+    )
+
+
 def rows(run: Path, scope: str) -> list[dict[str, Any]]:
     lines = (run / RunFolder.METRICS).read_text().splitlines()
     return [r for r in map(json.loads, lines) if r["scope"] == scope]
@@ -104,9 +113,7 @@ def windows(values: np.ndarray, count: int = 6, size: int = 8) -> list[bytes]:
 def test_secure_round_equals_plain_fedavg(
     config: FedwardConfig, tmp_path: Path
 ) -> None:
-    plain_cfg = config.replace(run_dir=str(tmp_path / "plain"))
-    secure_cfg = config.replace(run_dir=str(tmp_path / "secure"),
-                                secure_aggregation=True)  # fmt: skip
+    plain_cfg, secure_cfg = plain_and_secure(config, tmp_path)
 
     plain = federate(plain_cfg, make_grid(plain_cfg))
     secure = federate(secure_cfg, make_grid(secure_cfg))
@@ -140,9 +147,7 @@ def test_secure_round_equals_plain_fedavg(
 def test_audit_no_reply_holds_plain_weights_or_counts_and_the_sum_is_exact(
     config: FedwardConfig, tmp_path: Path
 ) -> None:
-    plain_cfg = config.replace(run_dir=str(tmp_path / "plain"))
-    secure_cfg = config.replace(run_dir=str(tmp_path / "secure"),
-                                secure_aggregation=True)  # fmt: skip
+    plain_cfg, secure_cfg = plain_and_secure(config, tmp_path)
     run = tmp_path / "secure"
 
     federate(plain_cfg, make_grid(plain_cfg, tmp_path / "plain-audit"))
@@ -204,9 +209,7 @@ def test_audit_no_reply_holds_plain_weights_or_counts_and_the_sum_is_exact(
 def test_a_hospital_killed_after_its_masked_input_is_recovered(
     config: FedwardConfig, tmp_path: Path
 ) -> None:
-    plain_cfg = config.replace(run_dir=str(tmp_path / "plain"))
-    secure_cfg = config.replace(run_dir=str(tmp_path / "secure"),
-                                secure_aggregation=True)  # fmt: skip
+    plain_cfg, secure_cfg = plain_and_secure(config, tmp_path)
     grid = make_grid(secure_cfg)
     grid.die_after[102] = "train"  # hospital-3 answers the train message, then dies
 

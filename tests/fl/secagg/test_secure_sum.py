@@ -10,7 +10,7 @@ from fedward.fl.secagg.masking import new_keypair, prg
 from fedward.fl.secagg.party import Session, canonical
 from fedward.fl.secagg.quantise import Vectors
 from fedward.fl.secagg.shares import combine_secret, split_secret
-from tests.fl.secagg.parties import identities, random_inputs, secure_sum
+from tests.fl.secagg.parties import identities, random_inputs, secure_sum, shared
 
 
 def plain_sum(inputs: dict[int, Vectors], nodes: list[int]) -> Vectors:
@@ -63,12 +63,7 @@ def test_below_the_threshold_the_sum_is_abandoned(tmp_path: Path) -> None:
 
 def test_a_masked_input_looks_nothing_like_the_input(tmp_path: Path) -> None:
     ca, ids = identities(tmp_path, 2)
-    session = Session(1, 1, "train", 2, 2)
-    states, bundles = {}, []
-    for node, identity in ids.items():
-        states[node], bundle = party.advertise(session, node, identity)
-        bundles.append(bundle)
-    sealed = {n: party.share(states[n], bundles, ca.trust()) for n in states}
+    states, sealed = shared(ca, ids, threshold=2)
     a, b = list(ids)
     party.receive(states[a], [a, b], {b: sealed[b][a]})
     x = np.zeros(10_000, dtype=np.uint32)
@@ -110,12 +105,7 @@ def test_a_hospital_reveals_shares_once_and_only_for_the_list_it_signed(
     tmp_path: Path,
 ) -> None:
     ca, ids = identities(tmp_path, 3)
-    session = Session(1, 1, "train", 2, 3)
-    states, bundles = {}, []
-    for node, identity in ids.items():
-        states[node], bundle = party.advertise(session, node, identity)
-        bundles.append(bundle)
-    sealed = {n: party.share(states[n], bundles, ca.trust()) for n in states}
+    states, sealed = shared(ca, ids, threshold=2)
     nodes = list(ids)
     for n in nodes:
         party.receive(states[n], nodes, {s: sealed[s][n] for s in nodes if s != n})
