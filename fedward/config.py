@@ -138,6 +138,9 @@ class Checked(BaseModel):
         return f"'{key}' must be {expected}, got {type(value).__name__} {value!r}"
 
 
+# strategies whose aggregate is a weighted sum, which secure aggregation computes
+SECURE_STRATEGIES = ("fedavg", "fedprox")
+
 BestMetric = Literal[
     "accuracy", "recall", "specificity", "precision", "f1", "auroc", "loss"
 ]
@@ -199,6 +202,17 @@ class FedwardConfig(Checked):
         """Read a scenario file (see :func:`read_run_toml`)."""
         return cls.from_mapping(read_run_toml(path), base=base)
 
+    # secure aggregation (docs/privacy.md): the server learns only sums. Each
+    # hospital clips its update to secure-norm-bound (L2), each value to
+    # +-secure-clip-range (the fixed-point range), and weighs it by at most
+    # secure-max-examples images; secure-threshold hospitals (0: more than half of
+    # those sampled) must take part in every step or the round is abandoned
+    secure_aggregation: bool = False
+    secure_threshold: Annotated[int, _between(0, 10_000)] = 0
+    secure_norm_bound: Annotated[float, _between(1e-6)] = 10.0
+    secure_clip_range: Annotated[float, _between(1e-6, 1e3)] = 0.1
+    secure_max_examples: Annotated[int, _between(1, 2**24)] = 16384
+
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> FedwardConfig:
         """Build a config from a Flower run config (``context.run_config``)."""
@@ -234,6 +248,35 @@ class FedwardConfig(Checked):
                 "'dp' needs 'dp-target-epsilon' or 'dp-noise-multiplier' above 0"
             )
         problems.extend(_simulated_site_problems(self.simulated_sites))
+        if self.secure_aggregation:
+            problems.extend(self._secure_problems())
+        return problems
+
+    def _secure_problems(self) -> list[str]:
+        """What secure aggregation cannot run with."""
+        problems = []
+        # robust strategies (median, Krum, ...) need each hospital's update, which
+        # the server never sees under secure aggregation; "strategy" is the key
+        # that names the strategy, when there is one
+        strategy = str(getattr(self, "strategy", "fedavg"))
+        if strategy not in SECURE_STRATEGIES:
+            problems.append(
+                f"'strategy' = {strategy!r} needs each hospital's update and cannot "
+                f"run with 'secure-aggregation' (only {', '.join(SECURE_STRATEGIES)})"
+            )
+        for key in ("min_train_nodes", "min_evaluate_nodes"):
+            if getattr(self, key) < 2:
+                problems.append(
+                    f"'secure-aggregation' needs '{_kebab(key)}' >= 2 "
+                    "(a sum of one hospital is that hospital's input)"
+                )
+        if self.secure_threshold == 1:
+            problems.append("'secure-threshold' must be 0 (more than half) or >= 2")
+        if self.secure_clip_range * self.secure_max_examples >= 2**30:
+            problems.append(
+                "'secure-clip-range' x 'secure-max-examples' must be below 2**30 "
+                "(the fixed-point sum must fit 32 bits)"
+            )
         return problems
 
     def simulated_site(self, name: str) -> dict[str, Any]:
@@ -264,6 +307,8 @@ _SITE_PATHS = (
     "daemon_dir",
     "models_dir",
     "privacy_ledger",
+    "node_certificate",
+    "figures_dir",
 )
 # the keys a simulated hospital may take from the run's simulated-sites
 SIMULATED_SITE_KEYS = (
@@ -339,6 +384,12 @@ class SiteConfig(Checked):
     # the append-only privacy ledger; empty: <site-name>-privacy-ledger.jsonl
     # beside site.toml (a site without site.toml: <state folder>/privacy-ledger.jsonl)
     privacy_ledger: str = ""
+    # secure aggregation: refuse every run without it; the CA's certificate for
+    # node-key (empty: node.crt beside it); where this hospital keeps its own
+    # figures of secure runs (empty: <site-name>-figures beside site.toml)
+    require_secure_aggregation: bool = False
+    node_certificate: str = ""
+    figures_dir: str = ""
 
     @classmethod
     def from_site_file(
@@ -358,6 +409,13 @@ class SiteConfig(Checked):
                 "models_dir": config.models_dir or f"{config.name}-models",
                 "privacy_ledger": config.privacy_ledger
                 or f"{config.name}-privacy-ledger.jsonl",
+                "figures_dir": config.figures_dir or f"{config.name}-figures",
+                "node_certificate": config.node_certificate
+                or (
+                    str(Path(config.node_key).with_name("node.crt"))
+                    if config.node_key
+                    else ""
+                ),
             }
         )
         updates: dict[str, Any] = {

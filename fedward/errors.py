@@ -67,3 +67,14 @@ class PrivacyLedgerError(PrivacyError):
     """A hospital's privacy ledger is damaged, unreadable or cannot be written."""
 
     exit_code = 9
+
+
+class SecureAggregationError(FedwardError):
+    """A secure-aggregation step failed: a bad signature, share or threshold.
+
+    Raised at a hospital, it refuses the step (the server sees an error reply and
+    treats the hospital as dropped); at the server, it aborts the secure sum of
+    that round, which leaves the global model as it was.
+    """
+
+    exit_code = 12

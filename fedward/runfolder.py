@@ -20,6 +20,12 @@ files a person can open. Nothing else in fedward spells a run-folder file name.
 ``data-check.json`` every hospital's aggregate data statistics and warnings
 ``privacy-ledgers/`` each simulated hospital's privacy ledger (deployed hospitals
                     keep theirs on their own disk)
+                    (in secure mode: that no check ran, and why)
+``secure-aggregation.json`` secure mode: its parameters, each round's outcome and
+                    participation, why there is no per-hospital table
+``simulated-hospitals/`` a secure simulation's hospitals' own files (run-local CA,
+                    identity keys, each hospital's figures); a real hospital
+                    keeps these at the hospital
 ``report.*``        the study report (HTML, Markdown) and its figures
 ==================  =============================================================
 """
@@ -76,6 +82,8 @@ class RunFolder:
     BASELINES_PLOT = "baselines.png"
     DATA_CHECK = "data-check.json"
     PRIVACY_LEDGERS = "privacy-ledgers"
+    SECURE = "secure-aggregation.json"
+    SIMULATED_HOSPITALS = "simulated-hospitals"
     REPORT_HTML = "report.html"
     REPORT_MD = "report.md"
     REPORT_FIGURES: ClassVar[dict[str, str]] = {

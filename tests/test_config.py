@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from fedward.config import FedwardConfig
+from fedward.config import FedwardConfig, SiteConfig
 from fedward.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,3 +85,34 @@ def test_shipped_scenarios_are_valid(scenario: Path) -> None:
     config = FedwardConfig.from_toml(scenario)
 
     assert config.num_hospitals >= 2
+
+
+def test_secure_aggregation_refuses_what_needs_single_updates_all_at_once() -> None:
+    with pytest.raises(ConfigError) as err:
+        FedwardConfig.from_mapping(
+            {"secure-aggregation": True, "min-train-nodes": 1, "secure-threshold": 1}
+        )
+    assert len(err.value.problems) == 2
+    assert "'min-train-nodes' >= 2" in str(err.value)
+    assert "'secure-threshold' must be 0" in str(err.value)
+
+
+def test_a_robust_strategy_cannot_run_under_secure_aggregation() -> None:
+    class WithStrategy(FedwardConfig):  # until the run config names strategies
+        strategy: str = "fedavg"
+
+    assert WithStrategy.from_mapping({"secure-aggregation": True}).secure_aggregation
+    with pytest.raises(ConfigError, match="'strategy' = 'krum' needs each hospital"):
+        WithStrategy.from_mapping({"secure-aggregation": True, "strategy": "krum"})
+
+
+def test_a_site_certificate_defaults_to_node_crt_beside_the_node_key(
+    tmp_path: Path,
+) -> None:
+    site = tmp_path / "site.toml"
+    site.write_text('data-path = "d"\nnode-key = "keys/node.key"\n')
+
+    config = SiteConfig.from_site_file(site)
+
+    assert config.node_certificate == str(tmp_path / "keys" / "node.crt")
+    assert config.figures_dir == str(tmp_path / "d-figures")

@@ -66,3 +66,17 @@ def certs_hospital(
 
     key, pub = make_hospital_key(out, name)
     typer.echo(f"give {key} to {name}; {pub} is registered at the next server start")
+
+
+@app.command("node-certificate")
+def certs_node_certificate(
+    name: Annotated[str, typer.Argument(help="The hospital's short name.")],
+    out: Annotated[Path, typer.Option(help="The consortium's keys folder.")] = Path(
+        "certs"
+    ),
+) -> None:
+    """(Re)issue a hospital's node.crt: the CA certifies its node key."""
+    from fedward.deployment.certs import certify_node_key
+
+    path = certify_node_key(out, name)
+    typer.echo(f"give {path} to {name} (secure aggregation: node-certificate)")

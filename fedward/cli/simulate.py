@@ -117,6 +117,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
             f"  {name:26s} {int(m['num-examples']):5d} {m['accuracy']:9.3f} "
             f"{m['recall']:7.3f} {m['f1']:6.3f} {m['auroc']:6.3f} {m['ece']:6.3f}"
         )
+    if secure := summary.get("secure-aggregation"):
+        typer.echo(f"  no per-hospital rows: {secure['per-hospital']}")
     best = summary.get("best") or {}
     if best:
         typer.echo(

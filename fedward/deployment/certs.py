@@ -7,6 +7,8 @@ Made with the ``cryptography`` package. Layout under one folder::
     server/model-signing.crt .key  the server's model-signing key (code signing)
     hospitals/<name>/node.key      a hospital's authentication key (OpenSSH, P-384)
     hospitals/<name>/node.pub      its public half, registered with the server
+    hospitals/<name>/node.crt      the CA's certificate for that key (client auth):
+                                   how peers know it in secure aggregation
 
 Hospitals receive ``ca.crt`` (to trust the server) and keep their ``node.key``.
 
@@ -33,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from fedward.errors import ConfigError
+from fedward.fl.secagg.identity import node_certificate
 
 CA_DAYS = 3650
 SERVER_DAYS = 825
@@ -215,7 +218,34 @@ def make_hospital_key(out: Path, name: str) -> tuple[Path, Path]:
     public = key.public_key().public_bytes(
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
     )
-    return (
+    paths = (
         _write(folder / "node.key", private, private=True),
         _write(folder / "node.pub", public + f" {name}\n".encode()),
     )
+    certify_node_key(out, name)
+    return paths
+
+
+def certify_node_key(out: Path, name: str) -> Path:
+    """Write (or renew) ``hospitals/<name>/node.crt``: the CA certifies the node key.
+
+    Secure aggregation peers accept a hospital's per-round keys only when signed
+    by a key this CA certified, so the server cannot substitute keys.
+
+    Raises
+    ------
+    ConfigError
+        If the hospital has no node key or the folder has no CA.
+    """
+    folder = out / "hospitals" / name
+    try:
+        key = serialization.load_ssh_private_key(
+            (folder / "node.key").read_bytes(), None
+        )
+    except FileNotFoundError:
+        raise ConfigError(f"{name} has no node key in {folder}") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ConfigError(f"{folder / 'node.key'} is not an EC key")
+    ca_cert, ca_key = _load_ca(out)
+    cert = node_certificate(ca_cert, ca_key, key.public_key(), name)
+    return _write(folder / "node.crt", cert.public_bytes(serialization.Encoding.PEM))

@@ -33,6 +33,13 @@ from fedward.fl.protocol import (
     to_arrays,
     train_metrics,
 )
+from fedward.fl.secagg.client import (
+    Hooks,
+    register_secure_handlers,
+    require_secure_mod,
+    secure_evaluate_reply,
+    secure_train_reply,
+)
 from fedward.learning.private_site import private_training
 from fedward.learning.site import Site
 
@@ -103,17 +110,21 @@ def audited(reply: Message, context: Context) -> Message:
 
 def make_client_app(config: FedwardConfig | None = None) -> ClientApp:
     """A ClientApp using ``config``, or the run's config when ``None``."""
-    app = ClientApp()
 
     def resolve(context: Context) -> FedwardConfig:
         return config or FedwardConfig.from_run_config(context.run_config)
+
+    secure = Hooks(resolve, site_config, site_for, audited)
+    app = ClientApp(mods=[require_secure_mod(secure)])
+    register_secure_handlers(app, secure)
 
     @app.train()
     def train_handler(msg: Message, context: Context) -> Message:
         cfg = resolve(context)
         site = site_for(context, cfg)
         model = site.new_model()
-        load_arrays(model, get_record(msg, RecordKey.ARRAYS, ArrayRecord))
+        sent = get_record(msg, RecordKey.ARRAYS, ArrayRecord)
+        load_arrays(model, sent)
         train_config = get_record(msg, RecordKey.CONFIG, ConfigRecord)
         server_round = int(train_config.get(MetricKey.SERVER_ROUND, 0))  # type: ignore[arg-type]
         try:  # the hospital's privacy policy, budget and ledger decide first
@@ -128,6 +139,8 @@ def make_client_app(config: FedwardConfig | None = None) -> ClientApp:
             logger.warning("%s", exc)
             refusal = Error(code=REFUSED, reason=str(exc))
             return audited(Message(refusal, reply_to=msg), context)
+        if cfg.secure_aggregation:  # only a masked sum leaves (fl/secagg)
+            return secure_train_reply(secure, msg, context, site, sent, model, result)
         content = RecordDict(
             {
                 RecordKey.ARRAYS: to_arrays(model),
@@ -146,6 +159,8 @@ def make_client_app(config: FedwardConfig | None = None) -> ClientApp:
         model = site.new_model()
         load_arrays(model, get_record(msg, RecordKey.ARRAYS, ArrayRecord))
         counts = site.evaluate(model, cfg.eval_split)
+        if cfg.secure_aggregation:
+            return secure_evaluate_reply(secure, msg, context, site, counts)
         content = RecordDict(
             {
                 RecordKey.METRICS: counts_to_metrics(counts),

@@ -20,6 +20,10 @@ hold only:
   manifest it checked, and the reason for a refusal (a signature problem).
 
 No file name, path, patient identifier or pixel is ever put into a record.
+
+With ``secure-aggregation = true`` the train and evaluate replies above are
+replaced by masked vectors and a few key-agreement steps; what a hospital sends
+then is listed in :mod:`fedward.fl.secagg.records`.
 """
 
 from __future__ import annotations

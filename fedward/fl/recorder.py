@@ -17,6 +17,10 @@ from fedward.runfolder import RunFolder, json_safe
 logger = logging.getLogger("fedward.progress")
 
 Metrics = Mapping[str, float]
+SECURE_NO_TABLE = (
+    "secure aggregation was on, so the server received only sums over the "
+    "hospitals and holds no per-hospital figures; each hospital keeps its own"
+)
 
 
 class RunRecorder:
@@ -71,17 +75,19 @@ class RunRecorder:
         )
 
     def record_evaluation(
-        self, server_round: int, counts: Mapping[str, EvalCounts]
+        self, server_round: int, counts: Mapping[str, EvalCounts], per_site: bool = True
     ) -> Metrics:
         """Federated evaluation: exact global figures from the summed counts.
 
         Writes the global and each hospital's figures to ``metrics.jsonl`` and the
         global score histograms and calibration counts to ``curves.jsonl``;
-        returns the global figures.
+        returns the global figures. Without ``per_site`` (secure aggregation:
+        ``counts`` is already the sum) only the global ones.
         """
         classes = self.config.classes
         pooled = pool(counts.values())
         global_ = pooled.figures(classes)
+        counts = counts if per_site else {}
         sites = {name: c.figures(classes) for name, c in counts.items()}
         for site, c in [(None, pooled), *sorted(counts.items())]:
             row = {"round": server_round, "site": site, **c.to_json()}
@@ -101,6 +107,23 @@ class RunRecorder:
         )
         self.round_started = now
         return global_
+
+    def record_secure(
+        self,
+        server_round: int,
+        stage: str,
+        took_part: Mapping[str, bool],
+        outcome: Mapping[str, Any],
+    ) -> None:
+        """A secure sum: each hospital's name and whether it took part, and the sum."""
+        for site, part in sorted(took_part.items()):
+            self._append(
+                {"round": server_round, "scope": "participation", "stage": stage,
+                 "site": site, "took-part": part}
+            )  # fmt: skip
+        self._append(
+            {"round": server_round, "scope": f"secure-{stage}", "site": None, **outcome}
+        )
 
     def record_central(self, server_round: int, metrics: Metrics) -> None:
         """Centralized evaluation on the server-held test set."""
@@ -149,6 +172,30 @@ class RunRecorder:
             "rejected-updates": sum(r["scope"] == "rejected" for r in self.rows),
             "failed-updates": sum(r["scope"] == "error" for r in self.rows),
             **self._privacy(),
+            **self._secure_summary(),
+        }
+
+    def _secure_summary(self) -> dict[str, Any]:
+        """Secure mode: why no per-hospital figures, who took part, what aborted."""
+        if not self.config.secure_aggregation:
+            return {}
+        taken: dict[str, dict[str, list[int]]] = {}
+        for r in self.rows:
+            if r["scope"] == "participation" and r["took-part"]:
+                stages = taken.setdefault(r["site"], {"train": [], "evaluate": []})
+                stages[r["stage"]].append(r["round"])
+        aborted = [
+            {"round": r["round"], "stage": r["scope"][len("secure-") :],
+             "reason": r.get("reason")}
+            for r in self.rows
+            if r["scope"].startswith("secure-") and r.get("outcome") == "aborted"
+        ]  # fmt: skip
+        return {
+            "secure-aggregation": {
+                "per-hospital": SECURE_NO_TABLE,
+                "took-part": taken,
+                "aborted": aborted,
+            }
         }
 
     def _privacy(self) -> dict[str, Any]:

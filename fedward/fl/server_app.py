@@ -15,6 +15,7 @@ import logging
 
 from flwr.app import ArrayRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import Strategy
 
 from fedward.config import FedwardConfig
 from fedward.fl.central import make_central_evaluator
@@ -22,6 +23,7 @@ from fedward.fl.data_check import federated_data_check
 from fedward.fl.delivery import deliver_final_model
 from fedward.fl.protocol import metric_record, to_arrays
 from fedward.fl.recorder import RunRecorder
+from fedward.fl.secagg.strategy import SecureAggregation, skip_data_check
 from fedward.fl.strategies import FedwardFedAvg
 from fedward.learning.loops import seed_everything
 from fedward.models.checkpoint import ModelCard, save_checkpoint
@@ -38,7 +40,7 @@ def run_federation(grid: Grid, config: FedwardConfig) -> dict[str, object]:
     signer = folder.signer()
     seed_everything(config.seed)
     model = build_run_model(config)
-    strategy = FedwardFedAvg(
+    fedavg = FedwardFedAvg(
         recorder=recorder,
         class_names=config.classes,
         fraction_train=config.fraction_train,
@@ -48,8 +50,13 @@ def run_federation(grid: Grid, config: FedwardConfig) -> dict[str, object]:
         min_available_nodes=config.min_available_nodes,
     )
     central = make_central_evaluator(config)
-    check = federated_data_check(grid, config, folder)
-    strategy.node_names.update({int(n): s for n, s in check["nodes"].items()})
+    strategy: Strategy = fedavg
+    if config.secure_aggregation:  # the server sees only sums (docs/privacy.md)
+        strategy = SecureAggregation(strategy, config, recorder)
+        skip_data_check(folder)
+    else:
+        check = federated_data_check(grid, config, folder)
+        fedavg.node_names.update({int(n): s for n, s in check["nodes"].items()})
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         if server_round > 0:  # keep the latest global weights on disk every round

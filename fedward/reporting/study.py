@@ -126,6 +126,8 @@ class StudyReport:
         Per hospital: images, split sizes from the data check, images evaluated.
     privacy
         ``None`` when the run was not differentially private.
+    secure
+        Why there are no per-hospital rows (secure aggregation), else ``None``.
     """
 
     name: str
@@ -138,6 +140,7 @@ class StudyReport:
     classes: list[str]
     sites: Table
     privacy: PrivacyCard | None = None
+    secure: str | None = None
 
 
 def write_report(run_dir: Path) -> tuple[Path, Path]:
@@ -211,6 +214,7 @@ def gather(folder: RunFolder) -> StudyReport:
         classes=classes,
         sites=_site_table(folder, scopes),
         privacy=_privacy_card(summary),
+        secure=summary.get("secure-aggregation", {}).get("per-hospital"),
     )
 
 
@@ -229,7 +233,8 @@ def _headline(
 ) -> Headline:
     pooled = scopes[POOLED].figures(classes)
     return Headline(
-        hospitals=len(scopes) - 1,
+        hospitals=len(scopes) - 1
+        or len(summary.get("secure-aggregation", {}).get("took-part", {})),
         rounds=summary["rounds"],
         accuracy=pooled["accuracy"],
         f1=pooled["f1"],

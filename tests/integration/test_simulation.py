@@ -58,3 +58,34 @@ def test_a_crashing_hospital_does_not_lose_the_run(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert set(summary["final"]["sites"]) == {"hospital-1", "hospital-2"}
+
+
+def test_a_secure_simulation_sends_only_sums_and_keeps_site_figures_at_home(
+    tmp_path: Path,
+) -> None:
+    write_demo(tmp_path / "data", 3, seed=0, max_images=20)
+
+    result = simulate(
+        tmp_path / "data", tmp_path / "run", "--set", "secure-aggregation=true"
+    )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "run"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["rounds"] == 1
+    assert summary["final"]["sites"] == {}
+    assert set(summary["secure-aggregation"]["took-part"]) == {
+        "hospital-1", "hospital-2", "hospital-3",
+    }  # fmt: skip
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert {r["scope"] for r in rows} == {
+        "participation", "secure-train", "secure-evaluate", "global",
+    }  # fmt: skip
+    kept = [
+        json.loads(line)
+        for path in sorted((run / "simulated-hospitals").glob("*/figures.jsonl"))
+        for line in path.read_text().splitlines()
+    ]
+    evaluated = sum(r["num-examples"] for r in kept if r["stage"] == "evaluate")
+    assert summary["final"]["global"]["num-examples"] == evaluated
+    assert "no per-hospital rows: secure aggregation was on" in result.stdout

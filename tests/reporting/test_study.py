@@ -1,6 +1,7 @@
 """The study report of a real (small) federation, rendered in headless Chromium."""
 
 import base64
+import dataclasses
 import io
 import json
 import re
@@ -179,3 +180,17 @@ def test_report_renders_in_headless_chromium(run_dir: Path, tmp_path: Path) -> N
     coloured = (np.abs(pixels[..., 0] - pixels[..., 2]) > 40).mean()
     assert pixels.std() > 20
     assert coloured > 0.01  # the plots' colours are on the page, not only text
+
+
+def test_a_secure_run_says_why_it_has_no_per_hospital_rows() -> None:
+    plain = tiny_report()
+    config = {**plain.config, "secure-aggregation": True}
+    report = dataclasses.replace(
+        plain, config=config, secure="secure aggregation was on"
+    )
+
+    for template in ("report.md.j2", "report.html.j2"):
+        text = render(report, template)
+        assert "No per-hospital rows: secure aggregation was on." in text
+        assert "Secure aggregation: on (threshold more than half" in text
+    assert "Secure aggregation: off." in render(tiny_report(), "report.md.j2")
