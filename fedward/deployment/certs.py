@@ -197,6 +197,10 @@ def make_signing_cert(
 def make_hospital_key(out: Path, name: str) -> tuple[Path, Path]:
     """Write a hospital's node key pair (OpenSSH format, P-384); return (key, pub).
 
+    Where ``out`` holds the consortium CA, the CA also certifies the key
+    (``node.crt``, needed for secure aggregation); a key made outside a
+    consortium folder (a hospital's own, or a test's rogue node) has none.
+
     Raises
     ------
     ConfigError
@@ -222,7 +226,8 @@ def make_hospital_key(out: Path, name: str) -> tuple[Path, Path]:
         _write(folder / "node.key", private, private=True),
         _write(folder / "node.pub", public + f" {name}\n".encode()),
     )
-    certify_node_key(out, name)
+    if (out / "ca.crt").exists() and (out / "ca.key").exists():
+        certify_node_key(out, name)
     return paths
 
 

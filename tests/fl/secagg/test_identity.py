@@ -74,3 +74,12 @@ def test_a_hospital_that_requires_secure_aggregation_refuses_a_plain_run(
 
     with pytest.raises(SecureAggregationError, match="st-mary requires secure"):
         app(query, context)
+
+
+def test_a_key_made_outside_a_consortium_folder_has_no_node_certificate(
+    tmp_path: Path,
+) -> None:
+    key, pub = make_hospital_key(tmp_path, "rogue")  # no CA here: not enrolled
+
+    assert key.exists() and pub.exists()
+    assert not (key.parent / "node.crt").exists()
