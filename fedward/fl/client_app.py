@@ -10,6 +10,7 @@ from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
+from torch import nn
 
 from fedward.config import FedwardConfig, SiteConfig
 from fedward.data.load import load_site, read_site, site_for_folder
@@ -18,19 +19,20 @@ from fedward.data.stats import site_statistics
 from fedward.fl.delivery import receive_final_model
 from fedward.fl.protocol import (
     FINAL_MODEL_ACTION,
+    PERSONALIZE_ACTION,
     MetricKey,
     RecordKey,
     counts_to_metrics,
     files_from_record,
     final_model_reply,
     get_record,
-    load_arrays,
     site_record,
     stats_record,
     to_arrays,
     train_metrics,
 )
-from fedward.learning.site import Site
+from fedward.fl.site_state import LocalState, global_model, harmonize_scale
+from fedward.learning.site import Site, TrainHook
 
 
 @functools.lru_cache(maxsize=16)
@@ -88,8 +90,29 @@ def audited(reply: Message, context: Context) -> Message:
     return reply
 
 
-def make_client_app(config: FedwardConfig | None = None) -> ClientApp:
-    """A ClientApp using ``config``, or the run's config when ``None``."""
+def _request(
+    msg: Message, context: Context, cfg: FedwardConfig
+) -> tuple[Site, ConfigRecord, nn.Module, LocalState]:
+    """A request's site, config and global model.
+
+    The site's images are harmonised as the server asks; the model carries the
+    site's own normalisation state (``local-norm``).
+    """
+    config = get_record(msg, RecordKey.CONFIG, ConfigRecord)
+    site = site_for(context, cfg).harmonized(harmonize_scale(config))
+    arrays = get_record(msg, RecordKey.ARRAYS, ArrayRecord)
+    model, local = global_model(site, arrays, context, site_config(context.node_config))
+    return site, config, model, local
+
+
+def make_client_app(
+    config: FedwardConfig | None = None, *, hook: TrainHook | None = None
+) -> ClientApp:
+    """A ClientApp using ``config``, or the run's config when ``None``.
+
+    ``hook`` is for simulations only: it lets ``fedward simulate`` make a
+    hospital misbehave to test the server's defences; the deployed app has none.
+    """
     app = ClientApp()
 
     def resolve(context: Context) -> FedwardConfig:
@@ -98,15 +121,20 @@ def make_client_app(config: FedwardConfig | None = None) -> ClientApp:
     @app.train()
     def train_handler(msg: Message, context: Context) -> Message:
         cfg = resolve(context)
-        site = site_for(context, cfg)
-        model = site.new_model()
-        load_arrays(model, get_record(msg, RecordKey.ARRAYS, ArrayRecord))
-        train_config = get_record(msg, RecordKey.CONFIG, ConfigRecord)
+        site, train_config, model, local = _request(msg, context, cfg)
         server_round = int(train_config.get(MetricKey.SERVER_ROUND, 0))  # type: ignore[arg-type]
-        result = site.fit(model, server_round)
+        mu = float(train_config.get(MetricKey.PROXIMAL_MU, 0.0))  # type: ignore[arg-type]
+        sent = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        trainer = hook.before_fit(site, server_round) if hook else site
+        result = trainer.fit(model, server_round, proximal_mu=mu)
+        local.save(model)
+        if hook:
+            model.load_state_dict(
+                hook.after_fit(site, server_round, sent, model.state_dict())
+            )
         content = RecordDict(
             {
-                RecordKey.ARRAYS: to_arrays(model),
+                RecordKey.ARRAYS: to_arrays(model, exclude=local.keys),
                 RecordKey.METRICS: train_metrics(result),
                 RecordKey.SITE: site_record(site.name),
             }
@@ -116,13 +144,32 @@ def make_client_app(config: FedwardConfig | None = None) -> ClientApp:
     @app.evaluate()
     def evaluate_handler(msg: Message, context: Context) -> Message:
         cfg = resolve(context)
-        site = site_for(context, cfg)
-        model = site.new_model()
-        load_arrays(model, get_record(msg, RecordKey.ARRAYS, ArrayRecord))
+        site, _, model, _ = _request(msg, context, cfg)
         counts = site.evaluate(model, cfg.eval_split)
         content = RecordDict(
             {
                 RecordKey.METRICS: counts_to_metrics(counts),
+                RecordKey.SITE: site_record(site.name),
+            }
+        )
+        return audited(Message(content=content, reply_to=msg), context)
+
+    @app.train(PERSONALIZE_ACTION)
+    def personalize_handler(msg: Message, context: Context) -> Message:
+        """Fine-tune the final global model here; report both on the same images.
+
+        The fine-tuned weights stay at the hospital.
+        """
+        cfg = resolve(context)
+        site, _, model, local = _request(msg, context, cfg)
+        before = site.evaluate(model, cfg.eval_split)
+        site.fit(model, cfg.num_server_rounds + 1, epochs=cfg.personalize_epochs)
+        after = site.evaluate(model, cfg.eval_split)
+        local.save_personalized(model)
+        content = RecordDict(
+            {
+                RecordKey.METRICS: counts_to_metrics(before),
+                RecordKey.PERSONALIZED: counts_to_metrics(after),
                 RecordKey.SITE: site_record(site.name),
             }
         )

@@ -135,10 +135,13 @@ class RunRecorder:
             "rejected-updates": sum(r["scope"] == "rejected" for r in self.rows),
         }
 
-    def finish(self) -> dict[str, Any]:
-        """Write ``summary.json`` and ``metrics.csv``; return the summary."""
+    def finish(self, **extra: Any) -> dict[str, Any]:
+        """Write ``summary.json`` and ``metrics.csv``; return the summary.
+
+        ``extra`` entries (the exported round, personalisation) join the summary.
+        """
         self.rounds.__exit__(None, None, None)
-        summary = self.summary()
+        summary = {**self.summary(), **extra}
         write_csv(self.rows, self.folder.file(RunFolder.CSV))
         self.folder.write_json(RunFolder.SUMMARY, summary)
         return summary

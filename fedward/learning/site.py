@@ -5,16 +5,22 @@ No Flower import: the ClientApp only translates messages to these calls.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
 
+import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
 from fedward.config import FedwardConfig
 from fedward.console import ProgressBar
 from fedward.data.datasets import DecodedImages, Item, SiteSplits, make_loader
+from fedward.data.harmonize import harmonize_images
 from fedward.data.transforms import RandomAugment, ScaleToUnit
+from fedward.learning.federated import ProximalTerm, round_learning_rate
 from fedward.learning.loops import (
     EpochStats,
     TrainResult,
@@ -45,6 +51,29 @@ class Site:
     name: str
     data: SiteSplits
     config: FedwardConfig
+    _harmonized: dict[tuple[float, ...], Site] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    def harmonized(self, scale: Sequence[float]) -> Site:
+        """The site with every image mapped onto a standard intensity scale.
+
+        ``scale`` is the federation's Nyúl-Udupa standard scale
+        (:mod:`fedward.data.harmonize`); empty: the site as it is. Mapped images
+        are kept per scale, so later rounds reuse them.
+        """
+        if not scale:
+            return self
+        key = tuple(round(float(v), 6) for v in scale)
+        if key not in self._harmonized:
+            mapped = SiteSplits(
+                *(
+                    dataclasses.replace(part, images=harmonize_images(part.images, key))
+                    for part in (self.data.train, self.data.val, self.data.test)
+                )
+            )
+            self._harmonized[key] = Site(self.name, mapped, self.config)
+        return self._harmonized[key]
 
     def new_model(self) -> nn.Module:
         """A fresh model of the configured architecture."""
@@ -74,24 +103,43 @@ class Site:
             num_workers=cfg.num_workers,
         )
 
-    def fit(self, model: nn.Module, server_round: int) -> TrainResult:
-        """Train ``model`` in place for the configured local epochs."""
+    def fit(
+        self,
+        model: nn.Module,
+        server_round: int,
+        *,
+        proximal_mu: float = 0.0,
+        epochs: int | None = None,
+    ) -> TrainResult:
+        """Train ``model`` in place for the configured local epochs.
+
+        The learning rate follows ``lr-schedule`` over the rounds; with
+        ``proximal_mu`` > 0 the loss adds FedProx's ``mu/2 * ||w - w_global||^2``,
+        ``w_global`` being ``model`` as it is passed in. ``epochs`` overrides
+        ``local-epochs`` (personalisation).
+        """
         cfg = self.config
+        epochs = epochs or cfg.local_epochs
         seed = cfg.seed + 1000 * server_round
         seed_everything(seed)
         val = self.data.val
         val_loader = self._loader(val, training=False, seed=seed) if len(val) else None
-        with ProgressBar(f"{self.name} epoch", cfg.local_epochs) as bar:
+        rate = round_learning_rate(
+            cfg.learning_rate, cfg.lr_schedule, server_round, cfg.num_server_rounds
+        )
+        proximal = ProximalTerm(model, proximal_mu) if proximal_mu > 0 else None
+        with ProgressBar(f"{self.name} epoch", epochs) as bar:
             result = train(
                 model,
                 self._loader(self.data.train, training=True, seed=seed),
-                epochs=cfg.local_epochs,
-                learning_rate=cfg.learning_rate,
+                epochs=epochs,
+                learning_rate=rate,
                 device=select_device(cfg.device),
                 num_classes=cfg.num_classes,
                 val_loader=val_loader,
                 channels_last=cfg.channels_last,
                 on_epoch=lambda s: bar.step(_epoch_message(s)),
+                regularizer=proximal,
             )
         model.to("cpu")
         logger.info(
@@ -115,3 +163,23 @@ class Site:
         )
         model.to("cpu")
         return result
+
+
+class TrainHook(Protocol):
+    """What a simulation may change in a hospital's training, to test defences.
+
+    The deployed ClientApp runs none; ``fedward simulate`` sets one for the
+    hospitals its ``[[attack]]`` tables name (:mod:`fedward.simulation.attacks`).
+    """
+
+    def before_fit(self, site: Site, server_round: int) -> Site:
+        """The site to train on (a label-flipping one, say)."""
+
+    def after_fit(
+        self,
+        site: Site,
+        server_round: int,
+        sent: dict[str, torch.Tensor],
+        trained: dict[str, torch.Tensor],
+    ) -> dict[str, torch.Tensor]:
+        """The weights to send, from the weights received and those trained."""
