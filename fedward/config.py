@@ -201,7 +201,7 @@ class FedwardConfig(Checked):
     channels_last: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"
     data_root: str = ""  # empty: the built-in synthetic demo (fedward simulate)
-    partition: Literal["by-folder", "iid", "dirichlet"] = "by-folder"
+    partition: Literal["by-folder", "iid", "dirichlet", "quantity"] = "by-folder"
     num_hospitals: Annotated[int, _between(1, 1_000)] = 3
     dirichlet_alpha: Annotated[float, _between(1e-3, 1e3)] = 0.5
     server_test_data: str = ""

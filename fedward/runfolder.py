@@ -23,6 +23,7 @@ files a person can open. Nothing else in fedward spells a run-folder file name.
 ``data-check.json`` every hospital's aggregate data statistics and warnings
 ``personalization.json`` per hospital: the global and the fine-tuned model's
                     figures on the same images (``personalize-epochs``)
+``attacks.json``    the misbehaving hospitals a simulation was told to simulate
 ``sites/<site>/``   a simulated hospital's own files (in deployment they are at
                     the hospital): ``local-norm.safetensors`` (``local-norm``),
                     ``personalized.safetensors`` (its fine-tuned weights)
@@ -83,6 +84,7 @@ class RunFolder:
     BASELINES_PLOT = "baselines.png"
     DATA_CHECK = "data-check.json"
     PERSONALIZATION = "personalization.json"
+    ATTACKS = "attacks.json"
     SITES = "sites"
     # a hospital's own state folder (sites/<site>/ in simulation) holds these
     SITE_NORM = "local-norm.safetensors"

@@ -39,6 +39,7 @@ def build_config(
 ) -> FedwardConfig:
     """Defaults, then the scenario, then flags and ``--set``; all checked at once."""
     values = read_toml(scenario) if scenario else {}
+    values.pop("attack", None)  # [[attack]] tables: simulation.attacks reads them
     values.update({k: v for k, v in options.items() if v is not None})
     values.update(parse_set(settings))
     return FedwardConfig.from_mapping(values)

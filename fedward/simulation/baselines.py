@@ -51,6 +51,17 @@ def _trained(site: Site, epochs: int) -> torch.nn.Module:
     return model
 
 
+def harmonize_scale(config: FedwardConfig) -> list[float]:
+    """The federation's harmonisation scale (``harmonize``), from its run folder.
+
+    The baselines map their images onto the same scale as the federation did.
+    """
+    if config.harmonize == "none":
+        return []
+    check = RunFolder(config.run_dir).read_json(RunFolder.DATA_CHECK)
+    return [float(v) for v in check.get("harmonize-scale", [])]
+
+
 def run_baselines(config: FedwardConfig) -> dict[str, Any]:
     """Train and evaluate local-only and pooled models; return their figures.
 
@@ -60,8 +71,9 @@ def run_baselines(config: FedwardConfig) -> dict[str, Any]:
         ``{"budget-epochs", "local-only": {"global", "sites"}, "pooled": {...}}``,
         the global figures from summed confusion matrices as for the federation.
     """
+    scale = harmonize_scale(config)
     sites = [
-        Site(*simulated_site(config, i, config.num_hospitals), config)
+        Site(*simulated_site(config, i, config.num_hospitals), config).harmonized(scale)
         for i in range(config.num_hospitals)
     ]
     epochs = config.num_server_rounds * config.local_epochs

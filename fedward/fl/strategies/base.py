@@ -40,7 +40,7 @@ from fedward.fl.protocol import (
     site_name,
 )
 from fedward.fl.recorder import RunRecorder
-from fedward.fl.strategies.screening import Screen
+from fedward.fl.strategies.screening import Screen, Verdict
 from fedward.metrics.counts import EvalCounts
 
 logger = logging.getLogger(__name__)
@@ -121,19 +121,19 @@ class FedwardStrategy(FedAvg):
 
     def _screened(
         self, candidates: list[tuple[str, Message]]
-    ) -> list[tuple[str, Message, list[str]]]:
-        """Each well-formed reply with the screening's reasons to reject it."""
+    ) -> list[tuple[str, Message, Verdict]]:
+        """Each well-formed reply with the screening's verdict on it."""
         if self._sent is None or not self.screen.active:
-            return [(name, msg, []) for name, msg in candidates]
+            return [(name, msg, Verdict()) for name, msg in candidates]
         sent = {k: a.numpy() for k, a in self._sent.items()}
         replies = [
             _numpy(cast(ArrayRecord, msg.content[RecordKey.ARRAYS]))
             for _, msg in candidates
         ]
-        verdicts = self.screen.problems(sent, replies)
+        verdicts = self.screen.verdicts(sent, replies)
         return [
-            (name, msg, problems)
-            for (name, msg), problems in zip(candidates, verdicts, strict=True)
+            (name, msg, verdict)
+            for (name, msg), verdict in zip(candidates, verdicts, strict=True)
         ]
 
     def aggregate_train(
@@ -156,13 +156,18 @@ class FedwardStrategy(FedAvg):
                 continue
             candidates.append((name, msg))
         site_metrics: dict[str, dict[str, float]] = {}
-        for name, msg, problems in self._screened(candidates):
-            if problems:
-                self._reject(server_round, name, problems)
+        for name, msg, verdict in self._screened(candidates):
+            if verdict.problems:
+                self._reject(server_round, name, verdict.problems)
                 continue
             accepted.append(msg)
             reported = msg.content[RecordKey.METRICS]
             site_metrics[name] = {k: float(v) for k, v in reported.items()}  # type: ignore[arg-type]
+            if math.isfinite(verdict.cosine):
+                site_metrics[name] |= {
+                    "update-norm-ratio": verdict.norm_ratio,
+                    "update-cosine": verdict.cosine,
+                }
         self.recorder.record_train(server_round, site_metrics)
         arrays, metrics = super().aggregate_train(server_round, accepted)
         return self._like_sent(arrays), metrics

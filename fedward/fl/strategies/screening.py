@@ -19,7 +19,7 @@ not combine with secure aggregation (the server sees only the sum).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -49,29 +49,45 @@ class Screen:
         """Whether any rule is on."""
         return self.norm_bound > 0 or self.min_cosine > -1.0
 
-    def problems(self, sent: Weights, replies: Sequence[Weights]) -> list[list[str]]:
-        """Each reply's reasons for rejection (empty: accepted), in order.
+    def verdicts(self, sent: Weights, replies: Sequence[Weights]) -> list[Verdict]:
+        """Each reply's geometry and reasons for rejection, in order.
 
         Only floating-point arrays present in ``sent`` count; replies are
-        assumed well formed (same keys and shapes as ``sent``).
+        assumed well formed (same keys and shapes as ``sent``). With fewer than
+        three replies (or no rule on) every reply is accepted unmeasured.
         """
-        out: list[list[str]] = [[] for _ in replies]
         if not self.active or len(replies) < MIN_UPDATES:
-            return out
+            return [Verdict() for _ in replies]
         norms, cosines = update_geometry(sent, replies)
-        median = float(np.median(norms))
-        for i, (norm, cosine) in enumerate(zip(norms, cosines, strict=True)):
+        median = max(float(np.median(norms)), 1e-30)
+        out = []
+        for norm, cosine in zip(norms, cosines, strict=True):
+            verdict = Verdict(float(norm / median), float(cosine))
             if self.norm_bound > 0 and norm > self.norm_bound * median:
-                out[i].append(
-                    f"update norm {norm:.4g} is {norm / max(median, 1e-30):.1f}x "
-                    f"the round's median {median:.4g} (bound {self.norm_bound:g}x)"
+                verdict.problems.append(
+                    f"update norm {norm:.4g} is {verdict.norm_ratio:.1f}x the "
+                    f"round's median {median:.4g} (bound {self.norm_bound:g}x)"
                 )
             if self.min_cosine > -1.0 and cosine < self.min_cosine:
-                out[i].append(
+                verdict.problems.append(
                     f"update points away from the round's median update "
                     f"(cosine {cosine:.2f}, minimum {self.min_cosine:g})"
                 )
+            out.append(verdict)
         return out
+
+
+@dataclass
+class Verdict:
+    """One update's screening.
+
+    Its norm over the round's median norm, its cosine with the median update
+    (NaN: not measured) and the reasons to reject it (none: accepted).
+    """
+
+    norm_ratio: float = float("nan")
+    cosine: float = float("nan")
+    problems: list[str] = field(default_factory=list)
 
 
 def update_geometry(
