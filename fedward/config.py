@@ -230,7 +230,7 @@ class FedwardConfig(Checked):
     local_norm: bool = False  # FedBN: normalisation layers stay at each hospital
     personalize_epochs: Annotated[int, _between(0, 1000)] = 0
     harmonize: Literal["none", "histogram"] = "none"
-    lr_schedule: Literal["constant", "cosine"] = "constant"
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
     export_round: Literal["best", "last"] = "last"
 
     @classmethod

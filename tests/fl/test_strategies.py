@@ -83,12 +83,13 @@ def test_strategy_keys_reach_flower(tmp_path: Path) -> None:
 
     assert isinstance(adam, FedAdam)
     assert (adam.eta, adam.tau, adam.beta_1) == (0.05, 0.01, 0.9)
-    assert krum.num_nodes_to_select == 2
+    assert krum.num_nodes_to_select == 2  # type: ignore[attr-defined]
     assert prox.proximal_mu == 0.3  # type: ignore[attr-defined]
 
 
 def test_the_norm_bound_rejects_a_scaled_update_and_records_it(tmp_path: Path) -> None:
-    s = strategy(tmp_path, **{"update-norm-bound": 3.0, "update-min-cosine": -1.0})
+    s = strategy(tmp_path, "fedavg", **{"update-norm-bound": 3.0})
+    s.screen = Screen(norm_bound=3.0, min_cosine=-1.0)
     s._sent = arrays(np.zeros((2, 3)))
     honest = [np.full((2, 3), v) for v in (1.0, 1.2, 0.9)]
     replies = [train_reply(i, arrays(w)) for i, w in enumerate(honest)]
