@@ -113,6 +113,10 @@ class StudyReport:
         The run's resolved configuration and class names (the model card).
     sites
         Per hospital: images, split sizes from the data check, images evaluated.
+    personalization
+        Per hospital: the global model, the model fine-tuned at the hospital and
+        (with baselines) the hospital alone, on the same held-out images;
+        ``None`` when the run did not personalise.
     """
 
     name: str
@@ -124,6 +128,7 @@ class StudyReport:
     config: dict[str, Any]
     classes: list[str]
     sites: Table
+    personalization: Table | None = None
 
 
 def write_report(run_dir: Path) -> tuple[Path, Path]:
@@ -196,6 +201,7 @@ def gather(folder: RunFolder) -> StudyReport:
         config=folder.read_json(RunFolder.CONFIG),
         classes=classes,
         sites=_site_table(folder, scopes),
+        personalization=_personalization(folder),
     )
 
 
@@ -341,3 +347,33 @@ def _site_table(folder: RunFolder, scopes: dict[str, EvalCounts]) -> Table:
             [name, str(site.get("images", "-")), *splits, str(counts.num_examples)]
         )
     return Table(["site", "images", "train", "val", "test", "evaluated"], rows)
+
+
+PERSONAL_METRICS = ("accuracy", "recall", "f1", "auroc")
+
+
+def _personalization(folder: RunFolder) -> Table | None:
+    """Global, personalised and local-only figures side by side per hospital."""
+    if not folder.has(RunFolder.PERSONALIZATION):
+        return None
+    data = folder.read_json(RunFolder.PERSONALIZATION)
+    local: dict[str, Any] = {}
+    if folder.has(RunFolder.BASELINES):
+        only = folder.read_json(RunFolder.BASELINES)["local-only"]
+        local = {POOLED: only["global"], **only["sites"]}
+    scopes = {POOLED: data["global"], **data["sites"]}
+    rows = []
+    for name, figures in scopes.items():
+        for metric in PERSONAL_METRICS:
+            alone = local.get(name, {}).get(metric)
+            rows.append(
+                [
+                    name,
+                    metric,
+                    f"{figures['global'][metric]:.3f}",
+                    f"{figures['personalized'][metric]:.3f}",
+                    "-" if alone is None else f"{alone:.3f}",
+                ]
+            )
+    header = ["scope", "metric", "global", "personalised", "local-only"]
+    return Table(header, rows)
