@@ -234,6 +234,17 @@ class FedwardConfig(Checked):
     export_round: Literal["best", "last"] = "last"
 
     @classmethod
+    def from_toml(cls, path: Path, *, base: FedwardConfig | None = None) -> Self:
+        """Read a scenario file; its ``[[attack]]`` tables are not run keys.
+
+        They describe misbehaving hospitals for ``fedward simulate`` alone
+        (:class:`AttackConfig`, :func:`fedward.simulation.attacks.read_attacks`).
+        """
+        values = read_toml(path)
+        values.pop("attack", None)
+        return cls.from_mapping(values, base=base)  # type: ignore[arg-type]
+
+    @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> FedwardConfig:
         """Build a config from a Flower run config (``context.run_config``)."""
         return cls.from_mapping(run_config)
