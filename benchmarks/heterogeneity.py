@@ -58,6 +58,9 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "dirichlet-alpha": 0.5,
     },
 }
+# how many hospitals misbehave in an attacked run: one of three (or five), two
+# of ten, the largest ones
+ATTACKERS = {"scanner-shift-3": 1, "label-skew-5": 1, "quantity-skew-10": 2}
 NO_SCREEN = {"update-norm-bound": 0.0, "update-min-cosine": -1.0}
 # "before": the defaults before issue 13; "default": FedwardConfig's defaults now
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -116,10 +119,29 @@ def base_config(args: argparse.Namespace, scenario: str, seed: int) -> FedwardCo
     return prepare(config)
 
 
-def largest_site(baselines: dict[str, Any]) -> str:
-    """The hospital with the most held-out images (and so the most images)."""
+def largest_sites(baselines: dict[str, Any], n: int) -> list[str]:
+    """The ``n`` hospitals with the most held-out images (so the most images)."""
     sites = baselines["local-only"]["sites"]
-    return str(max(sites, key=lambda s: (sites[s]["num-examples"], s)))
+    ranked = sorted(sites, key=lambda s: (sites[s]["num-examples"], s), reverse=True)
+    return [str(s) for s in ranked[:n]]
+
+
+def attacks_of(
+    label: str, sites: list[str], args: argparse.Namespace
+) -> list[AttackConfig]:
+    """``clean``: none; ``kind:factor`` (or ``attack``: the --attack-kind and
+    --attack-factor) at each of ``sites``."""
+    if label == "clean":
+        return []
+    kind, _, factor = (
+        f"{args.attack_kind}:{args.attack_factor}" if label == "attack" else label
+    ).partition(":")
+    return [
+        AttackConfig.from_mapping(
+            {"site": site, "kind": kind, "factor": float(factor or 1.0)}
+        )
+        for site in sites
+    ]
 
 
 def run_one(
@@ -168,9 +190,38 @@ def load_done(path: Path) -> dict[tuple[str, ...], dict[str, Any]]:
 
 
 def _key(row: dict[str, Any]) -> tuple[str, ...]:
-    return tuple(
-        str(row.get(k)) for k in ("kind", "scenario", "attack", "config", "seed")
-    )
+    names = ("kind", "scenario", "attack", "config", "seed")
+    key = tuple(str(row.get(k)) for k in names)
+    if row["kind"] == "baselines":  # per model; older rows: the seed CNN's
+        key += (str(row.get("model", "seed-cnn")),)
+    return key
+
+
+def baselines_of(
+    base: FedwardConfig,
+    key: dict[str, Any],
+    done: dict[tuple[str, ...], dict[str, Any]],
+    results: Path,
+) -> dict[str, Any]:
+    """Local-only and pooled F1 for a scenario, seed and model (computed once)."""
+    found = done.get(_key(key))
+    if found is not None:
+        return found
+    logger.warning("baselines: %s", key)
+    model = str(key["model"])
+    run_dir = Path(base.run_dir).with_name(f"baselines-{model}")
+    figures = run_baselines(base.replace(model=model, run_dir=str(run_dir)))
+    row = {
+        **key,
+        "pooled-f1": figures["pooled"]["global"]["f1"],
+        "local-only-f1": {
+            s: f["f1"] for s, f in figures["local-only"]["sites"].items()
+        },
+        "local-only": figures["local-only"],
+    }
+    _append(results, row)
+    done[_key(row)] = row
+    return row
 
 
 def run_grid(args: argparse.Namespace) -> None:
@@ -181,26 +232,10 @@ def run_grid(args: argparse.Namespace) -> None:
         for seed in range(args.seed, args.seed + args.seeds):
             base = base_config(args, scenario, seed)
             key = {"kind": "baselines", "scenario": scenario, "seed": seed}
-            baselines = done.get(_key(key))
-            if baselines is None:
-                logger.warning("baselines: %s, seed %d", scenario, seed)
-                figures = run_baselines(base)
-                baselines = {
-                    **key,
-                    "pooled-f1": figures["pooled"]["global"]["f1"],
-                    "local-only-f1": {
-                        s: f["f1"] for s, f in figures["local-only"]["sites"].items()
-                    },
-                    "local-only": figures["local-only"],
-                }
-                _append(results, baselines)
-                done[_key(baselines)] = baselines
-            attacker = largest_site(baselines)
+            plain = baselines_of(base, {**key, "model": base.model}, done, results)
+            attackers = largest_sites(plain, ATTACKERS[scenario])
             for attack in args.attacks:
-                attacks = []
-                if attack == "attack":
-                    kind, factor = args.attack_kind, args.attack_factor
-                    attacks = [AttackConfig(site=attacker, kind=kind, factor=factor)]
+                attacks = attacks_of(attack, attackers, args)
                 for name in args.configs:
                     key = {
                         "kind": "run",
@@ -211,12 +246,15 @@ def run_grid(args: argparse.Namespace) -> None:
                     }
                     if _key(key) in done:
                         continue
-                    logger.warning("run: %s", key)
                     config = FedwardConfig.from_mapping(CONFIGS[name], base=base)
+                    model = {"kind": "baselines", "scenario": scenario, "seed": seed}
+                    baselines_of(base, {**model, "model": config.model}, done, results)
+                    logger.warning("run: %s", key)
                     run_dir = args.work / scenario / f"seed-{seed}" / attack / name
                     row = {
                         **key,
-                        "attacker": attacker if attacks else None,
+                        "model": config.model,
+                        "attackers": [a.site for a in attacks],
                         **run_one(config, attacks, run_dir),
                     }
                     _append(results, row)
@@ -246,10 +284,18 @@ def _mean_sd(values: Iterable[float]) -> str:
     return f"{statistics.mean(items):.3f} ± {statistics.stdev(items):.3f}"
 
 
+def _attackers(row: dict[str, Any]) -> list[str]:
+    if "attackers" in row:
+        return list(row["attackers"])
+    return [row["attacker"]] if row.get("attacker") else []  # an older row
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     """One Markdown table: per scenario, attack and configuration, over seeds."""
     baselines = {
-        (r["scenario"], r["seed"]): r for r in rows if r["kind"] == "baselines"
+        (r["scenario"], r["seed"], r.get("model", "seed-cnn")): r
+        for r in rows
+        if r["kind"] == "baselines"
     }
     runs = [r for r in rows if r["kind"] == "run"]
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
@@ -265,7 +311,10 @@ def table(rows: list[dict[str, Any]]) -> str:
         fractions, below, worst, falls = [], [], [], []
         bad = honest = 0
         for r in group:
-            base = baselines[(scenario, r["seed"])]
+            model = r.get("model", "seed-cnn")
+            base = baselines.get((scenario, r["seed"], model))
+            if base is None:  # not measured for this model: the seed CNN's
+                base = baselines[(scenario, r["seed"], "seed-cnn")]
             site_f1 = r.get("personalized-f1") or r["sites-f1"]
             fractions.append(r["global-f1"] / base["pooled-f1"])
             local = base["local-only-f1"]
@@ -273,10 +322,11 @@ def table(rows: list[dict[str, Any]]) -> str:
             worst.append(min(site_f1.values()))
             curve = [v for v in r["f1-by-round"] if v is not None]
             falls.append(max(curve) - curve[-1] if curve else 0.0)
-            bad += sum(s == r.get("attacker") for s in r["rejected"])
-            honest += sum(s != r.get("attacker") for s in r["rejected"])
+            attackers = _attackers(r)
+            bad += sum(s in attackers for s in r["rejected"])
+            honest += sum(s not in attackers for s in r["rejected"])
         rounds = len(group[0]["f1-by-round"])
-        attacked = len(group) * rounds if attack == "attack" else 0
+        attacked = rounds * sum(len(_attackers(r)) for r in group)
         lines.append(
             f"| {scenario} | {attack} | {config} | {len(group)} | "
             f"{_mean_sd(r['global-f1'] for r in group)} | {_mean_sd(worst)} | "
