@@ -163,7 +163,7 @@ def make_client_app(
         cfg = resolve(context)
         site, _, model, local = _request(msg, context, cfg)
         before = site.evaluate(model, cfg.eval_split)
-        site.fit(model, cfg.num_server_rounds + 1, epochs=cfg.personalize_epochs)
+        site.personalize(model)
         after = site.evaluate(model, cfg.eval_split)
         local.save_personalized(model)
         content = RecordDict(

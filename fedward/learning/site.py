@@ -110,13 +110,14 @@ class Site:
         *,
         proximal_mu: float = 0.0,
         epochs: int | None = None,
+        learning_rate: float | None = None,
     ) -> TrainResult:
         """Train ``model`` in place for the configured local epochs.
 
         The learning rate follows ``lr-schedule`` over the rounds; with
         ``proximal_mu`` > 0 the loss adds FedProx's ``mu/2 * ||w - w_global||^2``,
-        ``w_global`` being ``model`` as it is passed in. ``epochs`` overrides
-        ``local-epochs`` (personalisation).
+        ``w_global`` being ``model`` as it is passed in. ``epochs`` and
+        ``learning_rate`` override ``local-epochs`` and the schedule.
         """
         cfg = self.config
         epochs = epochs or cfg.local_epochs
@@ -124,7 +125,7 @@ class Site:
         seed_everything(seed)
         val = self.data.val
         val_loader = self._loader(val, training=False, seed=seed) if len(val) else None
-        rate = round_learning_rate(
+        rate = learning_rate or round_learning_rate(
             cfg.learning_rate, cfg.lr_schedule, server_round, cfg.num_server_rounds
         )
         proximal = ProximalTerm(model, proximal_mu) if proximal_mu > 0 else None
@@ -150,6 +151,35 @@ class Site:
             result.images_per_second,
         )
         return result
+
+    def personalize(self, model: nn.Module) -> int:
+        """Fine-tune the final global model on this site's training images.
+
+        Up to ``personalize-epochs`` epochs at ``learning-rate``; the epoch with
+        the lowest validation loss is kept, the global model itself (0 epochs)
+        included, so fine-tuning never makes the site's validation loss worse.
+        Without validation images every epoch is kept. Returns the epochs kept.
+        """
+        cfg = self.config
+        after = cfg.num_server_rounds
+        if not len(self.data.val):
+            self.fit(model, after + 1, epochs=cfg.personalize_epochs,
+                     learning_rate=cfg.learning_rate)  # fmt: skip
+            return cfg.personalize_epochs
+        best_loss = self.evaluate(model, "val").loss
+        best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        kept = 0
+        for epoch in range(1, cfg.personalize_epochs + 1):
+            result = self.fit(
+                model, after + epoch, epochs=1, learning_rate=cfg.learning_rate
+            )
+            loss = result.epochs[-1].val_loss
+            if loss is not None and loss < best_loss:
+                best_loss, kept = loss, epoch
+                best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(best)
+        logger.info("%s: personalised, kept %d epoch(s)", self.name, kept)
+        return kept
 
     def evaluate(self, model: nn.Module, split: str) -> EvalCounts:
         """Loss and confusion matrix of ``model`` on one of the site's splits."""

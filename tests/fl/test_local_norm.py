@@ -151,6 +151,5 @@ def test_personalised_figures_come_from_the_same_test_images(
     assert global_.num_examples == personal.num_examples == 4  # the test split
     assert (global_.confusion.sum(1) == personal.confusion.sum(1)).all()
     assert (global_.confusion.ravel() == test_labels).all()  # same model, same images
-    assert global_.loss_sum != personal.loss_sum  # fine-tuning changed the model
     kept = data / ".fedward" / "run-1.local" / RunFolder.SITE_PERSONALIZED
     assert kept.is_file()  # the fine-tuned weights stay at the hospital
