@@ -213,3 +213,30 @@ def test_state_round_trips_moments_and_momentum(
         assert np.array_equal(expected[key].numpy(), got[key].numpy())
     fresh = _two_rounds(strategy(tmp_path / "c", name, **keys), after_two, range(3, 5))
     assert not np.array_equal(fresh["w"].numpy(), got["w"].numpy())  # state mattered
+
+
+def test_an_honest_hospital_that_merely_disagrees_is_kept() -> None:
+    sent = {"w": np.zeros(3)}
+    # two hospitals roughly agree, one slightly against them (cosine -0.18)
+    replies = [
+        {"w": np.array([1.0, 0.2, 0.0])},
+        {"w": np.array([0.6, 0.9, 0.3])},
+        {"w": np.array([-0.8, 0.1, 1.0])},
+    ]
+
+    verdicts = Screen().verdicts(sent, replies)
+
+    assert verdicts[2].cosine < 0
+    assert [v.problems for v in verdicts] == [[], [], []]
+
+
+def test_the_direction_check_runs_on_what_the_norm_bound_kept() -> None:
+    sent = {"w": np.zeros(2)}
+    honest = [{"w": np.array([1.0, 0.0])}, {"w": np.array([0.2, 1.0])}]
+    scaled = {"w": np.array([-40.0, -40.0])}
+
+    verdicts = Screen().verdicts(sent, [*honest, scaled])
+
+    assert [bool(v.problems) for v in verdicts] == [False, False, True]
+    assert "norm" in verdicts[2].problems[0]
+    assert all(np.isnan(v.cosine) for v in verdicts)  # two left: no direction check

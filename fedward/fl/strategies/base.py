@@ -163,11 +163,13 @@ class FedwardStrategy(FedAvg):
             accepted.append(msg)
             reported = msg.content[RecordKey.METRICS]
             site_metrics[name] = {k: float(v) for k, v in reported.items()}  # type: ignore[arg-type]
-            if math.isfinite(verdict.cosine):
-                site_metrics[name] |= {
-                    "update-norm-ratio": verdict.norm_ratio,
-                    "update-cosine": verdict.cosine,
-                }
+            geometry = {
+                "update-norm-ratio": verdict.norm_ratio,
+                "update-cosine": verdict.cosine,
+            }
+            site_metrics[name] |= {
+                k: v for k, v in geometry.items() if math.isfinite(v)
+            }
         self.recorder.record_train(server_round, site_metrics)
         arrays, metrics = super().aggregate_train(server_round, accepted)
         return self._like_sent(arrays), metrics

@@ -2,18 +2,23 @@
 
 Plain NumPy, no Flower: an update is the difference between the weights a
 hospital sent back and the global weights it was sent. Two rules, each
-configurable and each recorded when it rejects:
+configurable and each recorded when it rejects, applied one after the other:
 
-- the **norm bound**: an update longer than ``norm_bound`` times the round's
-  median update norm is rejected (a scaled or noisy update);
-- the **direction check**: an update whose cosine with the coordinate-wise
-  median update is below ``min_cosine`` is rejected (a reversed update, a model
-  trained on flipped labels).
+1. the **norm bound**: an update longer than ``norm_bound`` times the round's
+   median update norm is rejected (a scaled or noisy update);
+2. the **direction check**, over the updates the norm bound kept: an update is
+   rejected when its cosine with their coordinate-wise median update is below
+   ``min_cosine`` *and* at least :data:`COSINE_GAP` below the median of their
+   cosines (a reversed update, a model trained on flipped labels). The second
+   condition spares an honest hospital that merely disagrees when every
+   update is small and agreement is low (the last rounds, a minority scanner):
+   on the demo a scanner-shifted hospital's honest update had cosine -0.28 in
+   the last round, while the others' median was about 0.5.
 
 The medians are taken over the round's own updates, so honest hospitals outvote
 a minority of bad ones; with fewer than three updates nothing can be outvoted
-and nothing is screened. Both rules need every update in the clear, so they do
-not combine with secure aggregation (the server sees only the sum).
+and a rule is not applied. Both rules need every update in the clear, so they
+do not combine with secure aggregation (the server sees only the sum).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import numpy as np
 
 Weights = Mapping[str, np.ndarray]
 MIN_UPDATES = 3  # fewer cannot outvote anyone
+COSINE_GAP = 1.0  # how far below the round's median cosine a rejected update is
 
 
 @dataclass(frozen=True)
@@ -38,7 +44,8 @@ class Screen:
         median update norm; 0 switches the rule off.
     min_cosine
         Reject an update whose cosine with the coordinate-wise median update is
-        below this; -1 switches the rule off.
+        below this (and :data:`COSINE_GAP` below the median cosine); -1 switches
+        the rule off.
     """
 
     norm_bound: float = 3.0
@@ -56,24 +63,31 @@ class Screen:
         assumed well formed (same keys and shapes as ``sent``). With fewer than
         three replies (or no rule on) every reply is accepted unmeasured.
         """
+        out = [Verdict() for _ in replies]
         if not self.active or len(replies) < MIN_UPDATES:
-            return [Verdict() for _ in replies]
-        norms, cosines = update_geometry(sent, replies)
+            return out
+        norms, _ = update_geometry(sent, replies, with_cosines=False)
         median = max(float(np.median(norms)), 1e-30)
-        out = []
-        for norm, cosine in zip(norms, cosines, strict=True):
-            verdict = Verdict(float(norm / median), float(cosine))
+        for verdict, norm in zip(out, norms, strict=True):
+            verdict.norm_ratio = float(norm / median)
             if self.norm_bound > 0 and norm > self.norm_bound * median:
                 verdict.problems.append(
                     f"update norm {norm:.4g} is {verdict.norm_ratio:.1f}x the "
                     f"round's median {median:.4g} (bound {self.norm_bound:g}x)"
                 )
-            if self.min_cosine > -1.0 and cosine < self.min_cosine:
-                verdict.problems.append(
-                    f"update points away from the round's median update "
-                    f"(cosine {cosine:.2f}, minimum {self.min_cosine:g})"
+        kept = [i for i, v in enumerate(out) if not v.problems]
+        if self.min_cosine <= -1.0 or len(kept) < MIN_UPDATES:
+            return out
+        _, cosines = update_geometry(sent, [replies[i] for i in kept])
+        typical = float(np.median(cosines))
+        for i, cosine in zip(kept, cosines, strict=True):
+            out[i].cosine = float(cosine)
+            if cosine < self.min_cosine and cosine < typical - COSINE_GAP:
+                out[i].problems.append(
+                    f"update points away from the round's median update (cosine "
+                    f"{cosine:.2f}, minimum {self.min_cosine:g}; the round's "
+                    f"median cosine {typical:.2f})"
                 )
-            out.append(verdict)
         return out
 
 
@@ -91,12 +105,13 @@ class Verdict:
 
 
 def update_geometry(
-    sent: Weights, replies: Sequence[Weights]
+    sent: Weights, replies: Sequence[Weights], *, with_cosines: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each update's L2 norm and its cosine with the coordinate-wise median update.
 
     Works one array at a time, so memory holds the replies' copies of one layer
-    at once, not of the whole model.
+    at once, not of the whole model. Without ``with_cosines`` the cosines are
+    all 1 (and no median is computed).
     """
     n = len(replies)
     sq_norms = np.zeros(n)
@@ -107,10 +122,11 @@ def update_geometry(
             continue
         base = reference.astype(np.float64).ravel()
         deltas = np.stack([r[key].astype(np.float64).ravel() - base for r in replies])
-        median = np.median(deltas, axis=0)
         sq_norms += np.einsum("ij,ij->i", deltas, deltas)
-        dots += deltas @ median
-        median_sq += float(median @ median)
+        if with_cosines:
+            median = np.median(deltas, axis=0)
+            dots += deltas @ median
+            median_sq += float(median @ median)
     norms = np.sqrt(sq_norms)
     denominator = norms * np.sqrt(median_sq)
     cosines = np.divide(dots, denominator, out=np.ones(n), where=denominator > 0)
