@@ -224,13 +224,13 @@ class FedwardConfig(Checked):
     num_nodes_to_select: Annotated[int, _between(1, 1000)] = 2
     # reject an update whose norm exceeds this multiple of the round's median
     # update norm (0: off), or whose cosine with the coordinate-wise median
-    # update is below update-min-cosine (-1: off)
-    update_norm_bound: Annotated[float, _between(0.0, 1e6)] = 3.0
-    update_min_cosine: Annotated[float, _between(-1.0, 1.0)] = 0.0
+    # update is below update-min-cosine (-1: off; label skew looks the same)
+    update_norm_bound: Annotated[float, _between(0.0, 1e6)] = 10.0
+    update_min_cosine: Annotated[float, _between(-1.0, 1.0)] = -1.0
     local_norm: bool = False  # FedBN: normalisation layers stay at each hospital
     personalize_epochs: Annotated[int, _between(0, 1000)] = 0
-    harmonize: Literal["none", "histogram"] = "none"
-    lr_schedule: Literal["constant", "cosine"] = "cosine"
+    harmonize: Literal["none", "histogram"] = "histogram"
+    lr_schedule: Literal["constant", "cosine"] = "constant"
     export_round: Literal["best", "last"] = "last"
 
     @classmethod

@@ -107,7 +107,7 @@ def test_the_norm_bound_rejects_a_scaled_update_and_records_it(tmp_path: Path) -
 
 
 def test_the_direction_check_rejects_a_reversed_update(tmp_path: Path) -> None:
-    s = strategy(tmp_path)  # the default screening
+    s = strategy(tmp_path, **{"update-min-cosine": 0.0})  # the direction check
     s._sent = arrays(np.zeros((2, 3)))
     rng = np.random.default_rng(0)
     common = rng.normal(size=(2, 3))
@@ -224,7 +224,7 @@ def test_an_honest_hospital_that_merely_disagrees_is_kept() -> None:
         {"w": np.array([-0.8, 0.1, 1.0])},
     ]
 
-    verdicts = Screen().verdicts(sent, replies)
+    verdicts = Screen(min_cosine=0.0).verdicts(sent, replies)
 
     assert verdicts[2].cosine < 0
     assert [v.problems for v in verdicts] == [[], [], []]
@@ -235,7 +235,7 @@ def test_the_direction_check_runs_on_what_the_norm_bound_kept() -> None:
     honest = [{"w": np.array([1.0, 0.0])}, {"w": np.array([0.2, 1.0])}]
     scaled = {"w": np.array([-40.0, -40.0])}
 
-    verdicts = Screen().verdicts(sent, [*honest, scaled])
+    verdicts = Screen(min_cosine=0.0).verdicts(sent, [*honest, scaled])
 
     assert [bool(v.problems) for v in verdicts] == [False, False, True]
     assert "norm" in verdicts[2].problems[0]

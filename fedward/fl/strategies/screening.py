@@ -48,8 +48,8 @@ class Screen:
         the rule off.
     """
 
-    norm_bound: float = 3.0
-    min_cosine: float = 0.0
+    norm_bound: float = 10.0
+    min_cosine: float = -1.0
 
     @property
     def active(self) -> bool:
