@@ -62,17 +62,20 @@ SCENARIOS: dict[str, dict[str, Any]] = {
 # of ten, the largest ones
 ATTACKERS = {"scanner-shift-3": 1, "label-skew-5": 1, "quantity-skew-10": 2}
 NO_SCREEN = {"update-norm-bound": 0.0, "update-min-cosine": -1.0}
-# "before": the defaults before issue 13; "default": FedwardConfig's defaults now
+# "before": the defaults before issue 13; "default": FedwardConfig's defaults now;
+# the others change one thing from the defaults
 CONFIGS: dict[str, dict[str, Any]] = {
     "before": {
         "strategy": "fedavg",
+        "harmonize": "none",
         "lr-schedule": "constant",
         "export-round": "last",
         **NO_SCREEN,
     },
     "default": {},
-    "fedavg": {"strategy": "fedavg"},
-    "fedavg-cosine": {"strategy": "fedavg", "lr-schedule": "cosine"},
+    "no-harmonize": {"harmonize": "none"},
+    "cosine-lr": {"lr-schedule": "cosine"},
+    "direction-check": {"update-min-cosine": 0.0},
     "fedprox": {"strategy": "fedprox", "proximal-mu": 0.1},
     "fedadam": {"strategy": "fedadam", "fedopt-eta": 0.001},
     "fedyogi": {"strategy": "fedyogi", "fedopt-eta": 0.001},
@@ -84,7 +87,6 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "multikrum": {"strategy": "multikrum"},
     "bulyan": {"strategy": "bulyan", "num-malicious-nodes": 0},
     "fedbn": {"model": "seed-cnn-bn", "local-norm": True},
-    "harmonize": {"harmonize": "histogram"},
     "personalize": {"personalize-epochs": 2},
 }
 
