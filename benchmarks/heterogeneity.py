@@ -67,6 +67,7 @@ NO_SCREEN = {"update-norm-bound": 0.0, "update-min-cosine": -1.0}
 CONFIGS: dict[str, dict[str, Any]] = {
     "before": {
         "strategy": "fedavg",
+        "model": "seed-cnn",
         "harmonize": "none",
         "lr-schedule": "constant",
         "export-round": "last",
@@ -86,7 +87,13 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "krum": {"strategy": "krum"},
     "multikrum": {"strategy": "multikrum"},
     "bulyan": {"strategy": "bulyan", "num-malicious-nodes": 0},
+    "bn": {"model": "seed-cnn-bn"},  # batch norm, averaged like every weight
     "fedbn": {"model": "seed-cnn-bn", "local-norm": True},
+    "fedbn-personalize": {
+        "model": "seed-cnn-bn",
+        "local-norm": True,
+        "personalize-epochs": 2,
+    },
     "personalize": {"personalize-epochs": 2},
 }
 

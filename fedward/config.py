@@ -231,7 +231,7 @@ class FedwardConfig(Checked):
     personalize_epochs: Annotated[int, _between(0, 1000)] = 0
     harmonize: Literal["none", "histogram"] = "histogram"
     lr_schedule: Literal["constant", "cosine"] = "constant"
-    export_round: Literal["best", "last"] = "last"
+    export_round: Literal["best", "last"] = "best"
 
     @classmethod
     def from_toml(cls, path: Path, *, base: FedwardConfig | None = None) -> Self:
@@ -544,11 +544,11 @@ def _warn_heterogeneity(config: FedwardConfig) -> None:
             config.strategy,
             config.min_train_nodes,
         )
-    if config.export_round == "best" and config.eval_split == "test":
+    if config.export_round == "best" and config.val_fraction == 0.0:
         logger.warning(
-            "export-round 'best' picks the round on the test images "
-            "(eval-split 'test'): that round's figures are optimistic; use "
-            "eval-split 'val' to pick it on validation images"
+            "export-round 'best' picks the round on validation images, and "
+            "val-fraction is 0: it is picked on the %s images (optimistic)",
+            config.eval_split,
         )
 
 

@@ -157,11 +157,17 @@ def _print_summary(summary: dict[str, Any]) -> None:
     best = summary.get("best") or {}
     exported = summary.get("exported-round")
     if exported is not None and exported != summary["rounds"]:
-        typer.echo(f"Exported round: {exported} (export-round = best)")
+        typer.echo(
+            f"Exported round: {exported} (export-round = best, chosen on "
+            f"{summary.get('best-chosen-on')} images)"
+        )
     if best:
+        chosen = summary.get("best-chosen-on", "")
+        on = f", chosen on {chosen} images" if chosen == "val" else ""
         typer.echo(
             f"Best round by {summary['best-metric']}: {summary['best-round']} "
-            f"({summary['best-metric']} {best.get(summary['best-metric'], 0.0):.3f})"
+            f"({summary['best-metric']} {best.get(summary['best-metric'], 0.0):.3f}"
+            f"{on})"
         )
 
 

@@ -152,6 +152,13 @@ def make_client_app(
                 RecordKey.SITE: site_record(site.name),
             }
         )
+        if (
+            cfg.export_round == "best"
+            and cfg.eval_split != "val"
+            and len(site.data.val)
+        ):
+            val = counts_to_metrics(site.evaluate(model, "val"))
+            content[RecordKey.VAL_METRICS] = val  # to choose the round on
         return audited(Message(content=content, reply_to=msg), context)
 
     @app.train(PERSONALIZE_ACTION)

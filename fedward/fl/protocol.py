@@ -10,7 +10,8 @@ hold only:
   of training images and its last epoch's loss and accuracy;
 - ``evaluate``: the site's name and summable counts over its held-out images
   (:class:`~fedward.metrics.counts.EvalCounts`): summed loss, confusion matrix,
-  score histograms and calibration-bin totals;
+  score histograms and calibration-bin totals; with ``export-round = "best"``
+  the same counts over its validation images too, to choose the best round on;
 - ``query.final_model`` (after the last round the server sends the signed final
   model): the site's name, whether it accepted the model, the SHA-256 of the
   manifest it checked, and the reason for a refusal (a signature problem);
@@ -64,6 +65,7 @@ class RecordKey(StrEnum):
     FILES = "files"
     FINAL_MODEL = "final-model"
     PERSONALIZED = "personalized"
+    VAL_METRICS = "val-metrics"
 
 
 FINAL_MODEL_ACTION = "final_model"

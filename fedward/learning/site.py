@@ -155,10 +155,11 @@ class Site:
     def personalize(self, model: nn.Module) -> int:
         """Fine-tune the final global model on this site's training images.
 
-        Up to ``personalize-epochs`` epochs at ``learning-rate``; the epoch with
-        the lowest validation loss is kept, the global model itself (0 epochs)
-        included, so fine-tuning never makes the site's validation loss worse.
-        Without validation images every epoch is kept. Returns the epochs kept.
+        Up to ``personalize-epochs`` epochs at ``learning-rate``; the epoch best
+        on the site's validation images by ``best-metric`` is kept, the global
+        model itself (0 epochs) included and preferred on a tie, so fine-tuning
+        never makes that figure worse. Without validation images every epoch is
+        kept. Returns the epochs kept.
         """
         cfg = self.config
         after = cfg.num_server_rounds
@@ -166,20 +167,25 @@ class Site:
             self.fit(model, after + 1, epochs=cfg.personalize_epochs,
                      learning_rate=cfg.learning_rate)  # fmt: skip
             return cfg.personalize_epochs
-        best_loss = self.evaluate(model, "val").loss
+        best_score = self._validation_score(model)
         best = {k: v.detach().clone() for k, v in model.state_dict().items()}
         kept = 0
         for epoch in range(1, cfg.personalize_epochs + 1):
-            result = self.fit(
-                model, after + epoch, epochs=1, learning_rate=cfg.learning_rate
-            )
-            loss = result.epochs[-1].val_loss
-            if loss is not None and loss < best_loss:
-                best_loss, kept = loss, epoch
+            self.fit(model, after + epoch, epochs=1, learning_rate=cfg.learning_rate)
+            score = self._validation_score(model)
+            if score > best_score:
+                best_score, kept = score, epoch
                 best = {k: v.detach().clone() for k, v in model.state_dict().items()}
         model.load_state_dict(best)
         logger.info("%s: personalised, kept %d epoch(s)", self.name, kept)
         return kept
+
+    def _validation_score(self, model: nn.Module) -> float:
+        """``best-metric`` on the validation images, higher is better."""
+        metric = self.config.best_metric
+        figures = self.evaluate(model, "val").figures(self.config.classes)
+        value = float(figures[metric])
+        return -value if metric == "loss" else value
 
     def evaluate(self, model: nn.Module, split: str) -> EvalCounts:
         """Loss and confusion matrix of ``model`` on one of the site's splits."""

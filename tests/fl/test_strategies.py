@@ -107,7 +107,7 @@ def test_the_norm_bound_rejects_a_scaled_update_and_records_it(tmp_path: Path) -
 
 
 def test_the_direction_check_rejects_a_reversed_update(tmp_path: Path) -> None:
-    s = strategy(tmp_path, **{"update-min-cosine": 0.0})  # the direction check
+    s = strategy(tmp_path, "fedavg", **{"update-min-cosine": 0.0})  # direction on
     s._sent = arrays(np.zeros((2, 3)))
     rng = np.random.default_rng(0)
     common = rng.normal(size=(2, 3))

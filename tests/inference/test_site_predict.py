@@ -36,8 +36,8 @@ def test_prediction_harmonises_and_uses_the_hospitals_own_norm_layers(
     with torch.no_grad():  # the hospital's own statistics differ
         for module in mine.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.fill_(0.3)
-                module.running_var.fill_(2.0)
+                module.running_mean.fill_(0.3)  # type: ignore[union-attr]
+                module.running_var.fill_(2.0)  # type: ignore[union-attr]
     state_file = tmp_path / RunFolder.SITE_NORM
     save_file(norm_state(mine), str(state_file))
     pixels = (np.random.default_rng(0).random((32, 32)) ** 2 * 200).astype(np.uint8)

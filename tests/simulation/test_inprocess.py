@@ -60,21 +60,29 @@ def test_each_strategy_runs_two_rounds(data: Path, tmp_path: Path, name: str) ->
     card, state = load_checkpoint(folder.checkpoint)
     torch.manual_seed(config.seed)
     initial = get_model("seed-cnn", num_classes=2, image_size=32).state_dict()
-    assert card.server_round == 2
+    assert card.server_round == summary["exported-round"] in (1, 2)
     assert any(not torch.equal(state[k], initial[k]) for k in initial)
     assert all(state[k].dtype == initial[k].dtype for k in initial)
 
 
-def test_the_best_round_is_exported_when_asked(data: Path, tmp_path: Path) -> None:
-    config = tiny(
-        data, tmp_path / "run", **{"export-round": "best", "eval-split": "val"}
-    )
+def test_the_best_round_on_validation_images_is_exported(
+    data: Path, tmp_path: Path
+) -> None:
+    config = tiny(data, tmp_path / "run", **{"num-server-rounds": 3})
 
     summary = run_in_process(config)
 
     folder = RunFolder(config.run_dir)
     card, _ = load_checkpoint(folder.checkpoint)
-    assert summary["exported-round"] == summary["best-round"] == card.server_round
+    chosen = [
+        r for r in folder.read_jsonl(RunFolder.METRICS) if r["scope"] == "global-val"
+    ]
+    assert config.export_round == "best"  # the default
+    assert [r["round"] for r in chosen] == [1, 2, 3]
+    best = max(chosen, key=lambda r: (r["f1"], -r["round"]))
+    assert summary["best-chosen-on"] == "val"
+    assert summary["exported-round"] == summary["best-round"] == best["round"]
+    assert card.server_round == best["round"]
     assert not folder.has(RunFolder.BEST_CHECKPOINT)
     manifest = folder.verify(Trust.of_signer(folder.signer()))
     assert manifest is not None

@@ -200,16 +200,20 @@ class FedwardStrategy(FedAvg):
     ) -> MetricRecord | None:
         """Sum the hospitals' counts into exact global figures."""
         evaluations: dict[str, EvalCounts] = {}
+        validations: dict[str, EvalCounts] = {}
         for msg in replies:
             if msg.has_error():
                 logger.warning("evaluation failed at node %s", msg.metadata.src_node_id)
                 continue
             metrics = msg.content.get(RecordKey.METRICS)
+            val = msg.content.get(RecordKey.VAL_METRICS)
             name = site_name(msg)
             try:
                 if not isinstance(metrics, MetricRecord):
                     raise DataError(f"{name}: evaluation reply has no metrics")
                 counts = counts_from_metrics(metrics, len(self.class_names))
+                if isinstance(val, MetricRecord):
+                    validations[name] = counts_from_metrics(val, len(self.class_names))
             except DataError as exc:
                 logger.warning("rejected evaluation from %s: %s", name, exc)
                 continue
@@ -217,6 +221,8 @@ class FedwardStrategy(FedAvg):
         if not evaluations:
             return None
         global_ = self.recorder.record_evaluation(server_round, evaluations)
+        if sum(v.num_examples for v in validations.values()):
+            self.recorder.record_selection(server_round, validations)
         return metric_record(global_)
 
     # --- state carried between rounds (resuming a run) ---------------------------
