@@ -176,7 +176,7 @@ STRATEGY_KEYS: dict[str, tuple[str, ...]] = {
 class FedwardConfig(Checked):
     """Settings of one federation run, with the defaults in one place."""
 
-    model: str = "seed-cnn"
+    model: str = "seed-cnn-bn"
     class_names: str = "normal,opacity"
     image_size: Annotated[int, _between(16, 1024)] = 150
     in_channels: Annotated[int, _between(1, 3)] = 3

@@ -59,7 +59,7 @@ def test_each_strategy_runs_two_rounds(data: Path, tmp_path: Path, name: str) ->
     assert summary["final"]["global"]["num-examples"] > 0
     card, state = load_checkpoint(folder.checkpoint)
     torch.manual_seed(config.seed)
-    initial = get_model("seed-cnn", num_classes=2, image_size=32).state_dict()
+    initial = get_model(config.model, num_classes=2, image_size=32).state_dict()
     assert card.server_round == summary["exported-round"] in (1, 2)
     assert any(not torch.equal(state[k], initial[k]) for k in initial)
     assert all(state[k].dtype == initial[k].dtype for k in initial)
