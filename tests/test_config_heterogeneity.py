@@ -17,6 +17,7 @@ def test_strategy_names_and_keys_are_checked_all_at_once() -> None:
                 "strategy": "fedadamm",
                 "server-momentum": 1.5,
                 "update-min-cosine": -2.0,
+                "model": "seed-cnn",
                 "local-norm": True,  # seed-cnn has no normalisation layer
             }
         )
