@@ -75,6 +75,10 @@ CONFIGS: dict[str, dict[str, Any]] = {
     },
     "default": {},
     "no-harmonize": {"harmonize": "none"},
+    "seed-cnn": {"model": "seed-cnn"},  # the plain seed CNN, else the defaults
+    "seed-cnn-no-harmonize": {"model": "seed-cnn", "harmonize": "none"},
+    "seed-cnn-personalize": {"model": "seed-cnn", "personalize-epochs": 2},
+    "seed-cnn-fedmedian": {"model": "seed-cnn", "strategy": "fedmedian"},
     "cosine-lr": {"lr-schedule": "cosine"},
     "direction-check": {"update-min-cosine": 0.0},
     "fedprox": {"strategy": "fedprox", "proximal-mu": 0.1},
@@ -87,7 +91,6 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "krum": {"strategy": "krum"},
     "multikrum": {"strategy": "multikrum"},
     "bulyan": {"strategy": "bulyan", "num-malicious-nodes": 0},
-    "bn": {"model": "seed-cnn-bn"},  # batch norm, averaged like every weight
     "fedbn": {"model": "seed-cnn-bn", "local-norm": True},
     "fedbn-personalize": {
         "model": "seed-cnn-bn",
