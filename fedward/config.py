@@ -85,9 +85,12 @@ class Checked(BaseModel):
             bad = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
             problems = [cls._describe(e, merged) for e in exc.errors()]
             # check what is left, so that cross-field problems show up too
-            config = cls.model_validate(
-                {k: v for k, v in merged.items() if k not in bad}
-            )
+            try:
+                config = cls.model_validate(
+                    {k: v for k, v in merged.items() if k not in bad}
+                )
+            except ValidationError:  # a required key is missing or wrong
+                raise ConfigError([f"{cls.scope}: {p}" for p in problems]) from None
         problems.extend(config._cross_problems(context or {}))
         if problems:
             raise ConfigError([f"{cls.scope}: {p}" for p in problems])
@@ -126,6 +129,8 @@ class Checked(BaseModel):
         field = cls.model_fields.get(key.replace("-", "_"))
         if field is None:
             return f"'{key}': {error['msg']}"
+        if error["type"] == "missing":
+            return f"'{key}' is required"
         if error["type"] == "literal_error":
             choices = ", ".join(str(c) for c in typing.get_args(field.annotation))
             return f"'{key}' must be one of {choices}; got {value!r}"
@@ -144,12 +149,38 @@ SECURE_STRATEGIES = ("fedavg", "fedprox")
 BestMetric = Literal[
     "accuracy", "recall", "specificity", "precision", "f1", "auroc", "loss"
 ]
+# Flower 1.42 strategies by name (fedward.fl.strategies.registry)
+StrategyName = Literal[
+    "fedavg",
+    "fedprox",
+    "fedadam",
+    "fedyogi",
+    "fedadagrad",
+    "fedavgm",
+    "fedmedian",
+    "fedtrimmedavg",
+    "krum",
+    "multikrum",
+    "bulyan",
+]
+# the keys each strategy reads besides the common ones
+STRATEGY_KEYS: dict[str, tuple[str, ...]] = {
+    "fedprox": ("proximal-mu",),
+    "fedavgm": ("server-learning-rate", "server-momentum"),
+    "fedadam": ("fedopt-eta", "fedopt-beta-1", "fedopt-beta-2", "fedopt-tau"),
+    "fedyogi": ("fedopt-eta", "fedopt-beta-1", "fedopt-beta-2", "fedopt-tau"),
+    "fedadagrad": ("fedopt-eta", "fedopt-tau"),
+    "fedtrimmedavg": ("trimmed-beta",),
+    "krum": ("num-malicious-nodes",),
+    "multikrum": ("num-malicious-nodes", "num-nodes-to-select"),
+    "bulyan": ("num-malicious-nodes",),
+}
 
 
 class FedwardConfig(Checked):
     """Settings of one federation run, with the defaults in one place."""
 
-    model: str = "seed-cnn"
+    model: str = "seed-cnn-bn"
     class_names: str = "normal,opacity"
     image_size: Annotated[int, _between(16, 1024)] = 150
     in_channels: Annotated[int, _between(1, 3)] = 3
@@ -174,7 +205,7 @@ class FedwardConfig(Checked):
     channels_last: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"
     data_root: str = ""  # empty: the built-in synthetic demo (fedward simulate)
-    partition: Literal["by-folder", "iid", "dirichlet"] = "by-folder"
+    partition: Literal["by-folder", "iid", "dirichlet", "quantity"] = "by-folder"
     num_hospitals: Annotated[int, _between(1, 1_000)] = 3
     dirichlet_alpha: Annotated[float, _between(1e-3, 1e3)] = 0.5
     server_test_data: str = ""
@@ -212,6 +243,28 @@ class FedwardConfig(Checked):
     secure_norm_bound: Annotated[float, _between(1e-6)] = 10.0
     secure_clip_range: Annotated[float, _between(1e-6, 1e3)] = 0.1
     secure_max_examples: Annotated[int, _between(1, 2**24)] = 16384
+    # --- hospitals that differ (docs/heterogeneity.md) ---------------------------
+    strategy: StrategyName = "fedavg"
+    proximal_mu: Annotated[float, _between(0.0, 1000.0)] = 0.0
+    server_learning_rate: Annotated[float, _between(1e-6, 10.0)] = 1.0
+    server_momentum: Annotated[float, _between(0.0, 0.999)] = 0.0
+    fedopt_eta: Annotated[float, _between(1e-8, 10.0)] = 0.01
+    fedopt_beta_1: Annotated[float, _between(0.0, 0.999)] = 0.9
+    fedopt_beta_2: Annotated[float, _between(0.0, 0.9999)] = 0.99
+    fedopt_tau: Annotated[float, _between(1e-9, 1.0)] = 0.001
+    trimmed_beta: Annotated[float, _between(0.0, 0.49)] = 0.2
+    num_malicious_nodes: Annotated[int, _between(0, 1000)] = 1
+    num_nodes_to_select: Annotated[int, _between(1, 1000)] = 2
+    # reject an update whose norm exceeds this multiple of the round's median
+    # update norm (0: off), or whose cosine with the coordinate-wise median
+    # update is below update-min-cosine (-1: off; label skew looks the same)
+    update_norm_bound: Annotated[float, _between(0.0, 1e6)] = 10.0
+    update_min_cosine: Annotated[float, _between(-1.0, 1.0)] = -1.0
+    local_norm: bool = False  # FedBN: normalisation layers stay at each hospital
+    personalize_epochs: Annotated[int, _between(0, 1000)] = 0
+    harmonize: Literal["none", "histogram"] = "histogram"
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    export_round: Literal["best", "last"] = "best"
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> FedwardConfig:
@@ -250,15 +303,15 @@ class FedwardConfig(Checked):
         problems.extend(_simulated_site_problems(self.simulated_sites))
         if self.secure_aggregation:
             problems.extend(self._secure_problems())
+        problems.extend(_heterogeneity_problems(self))
         return problems
 
     def _secure_problems(self) -> list[str]:
         """What secure aggregation cannot run with."""
         problems = []
         # robust strategies (median, Krum, ...) need each hospital's update, which
-        # the server never sees under secure aggregation; "strategy" is the key
-        # that names the strategy, when there is one
-        strategy = str(getattr(self, "strategy", "fedavg"))
+        # the server never sees under secure aggregation
+        strategy = self.strategy
         if strategy not in SECURE_STRATEGIES:
             problems.append(
                 f"'strategy' = {strategy!r} needs each hospital's update and cannot "
@@ -270,6 +323,11 @@ class FedwardConfig(Checked):
                     f"'secure-aggregation' needs '{_kebab(key)}' >= 2 "
                     "(a sum of one hospital is that hospital's input)"
                 )
+        if self.personalize_epochs:
+            problems.append(
+                "'personalize-epochs' reports each hospital's figures to the server "
+                "and cannot run with 'secure-aggregation'"
+            )
         if self.secure_threshold == 1:
             problems.append("'secure-threshold' must be 0 (more than half) or >= 2")
         if self.secure_clip_range * self.secure_max_examples >= 2**30:
@@ -291,6 +349,7 @@ class FedwardConfig(Checked):
             logger.warning("learning-rate %.3g is unusually high", self.learning_rate)
         if self.batch_size > 512:
             logger.warning("batch-size %d is unusually large", self.batch_size)
+        _warn_heterogeneity(self)
 
 
 LabelKey = Literal[
@@ -536,7 +595,10 @@ def read_run_toml(path: Path) -> dict[str, Any]:
     """A scenario file's run keys, its site tables as ``simulated-sites``.
 
     ``[site]`` holds site settings for every simulated hospital and
-    ``[sites.<name>]`` for one; every other table is flattened.
+    ``[sites.<name>]`` for one; ``[[attack]]`` tables are not run keys (they
+    describe misbehaving hospitals for ``fedward simulate`` alone:
+    :class:`AttackConfig`, :func:`fedward.simulation.attacks.read_attacks`);
+    every other table is flattened.
 
     Raises
     ------
@@ -545,6 +607,7 @@ def read_run_toml(path: Path) -> dict[str, Any]:
     """
     tables = read_toml_tables(path)
     every, named = tables.pop("site", {}), tables.pop("sites", {})
+    tables.pop("attack", None)
     values = _flatten(tables)
     if every or named:
         values["simulated-sites"] = json.dumps({"*": every, **named})
@@ -614,3 +677,105 @@ def _flatten(raw: Mapping[str, Any]) -> dict[str, Any]:
         else:
             flat[key] = value
     return flat
+
+
+# --- hospitals that differ: strategy keys, attacks (docs/heterogeneity.md) ----------
+
+
+def _heterogeneity_problems(config: FedwardConfig) -> list[str]:
+    problems = []
+    if config.strategy == "multikrum" and (
+        config.num_nodes_to_select > config.min_train_nodes
+    ):
+        problems.append(
+            "'num-nodes-to-select' must not exceed 'min-train-nodes' "
+            f"({config.num_nodes_to_select} > {config.min_train_nodes})"
+        )
+    if config.local_norm and config.model not in NORM_MODELS:
+        problems.append(
+            f"'local-norm' needs a model with normalisation layers "
+            f"({', '.join(NORM_MODELS)}); got {config.model!r}"
+        )
+    return problems
+
+
+# models with normalisation layers that 'local-norm' can keep at each hospital
+NORM_MODELS = ("seed-cnn-bn", "resnet18", "densenet121")
+
+
+def _warn_heterogeneity(config: FedwardConfig) -> None:
+    defaults = FedwardConfig()
+    used = STRATEGY_KEYS.get(config.strategy, ())
+    for keys in STRATEGY_KEYS.values():
+        for key in keys:
+            name = key.replace("-", "_")
+            if key not in used and getattr(config, name) != getattr(defaults, name):
+                logger.warning(
+                    "'%s' has no effect with strategy '%s'", key, config.strategy
+                )
+    robust = config.strategy in {"krum", "multikrum", "bulyan"}
+    f = config.num_malicious_nodes
+    if config.strategy == "bulyan" and config.min_train_nodes < 4 * f + 3:
+        logger.warning(
+            "bulyan with num-malicious-nodes=%d needs at least %d hospitals a "
+            "round (min-train-nodes is %d); a round with fewer is skipped",
+            f,
+            4 * f + 3,
+            config.min_train_nodes,
+        )
+    elif robust and config.min_train_nodes < 2 * f + 3:
+        logger.warning(
+            "%s assumes more than 2 x num-malicious-nodes + 2 hospitals a round "
+            "(min-train-nodes is %d)",
+            config.strategy,
+            config.min_train_nodes,
+        )
+    if config.export_round == "best" and config.val_fraction == 0.0:
+        logger.warning(
+            "export-round 'best' picks the round on validation images, and "
+            "val-fraction is 0: it is picked on the %s images (optimistic)",
+            config.eval_split,
+        )
+
+
+AttackKind = Literal["sign-flip", "scale", "gaussian-noise", "nan", "label-flip"]
+
+
+class AttackConfig(Checked):
+    """One ``[[attack]]`` table of a simulation scenario: a misbehaving hospital.
+
+    Only ``fedward simulate`` reads these (:mod:`fedward.simulation.attacks`);
+    a deployed hospital never does.
+    """
+
+    scope: ClassVar[str] = "attack"
+
+    site: str  # the hospital's name, as the run reports it (hospital-2)
+    kind: AttackKind
+    # sign-flip, scale: the update times -factor, factor; gaussian-noise: noise
+    # of factor x the update's RMS; label-flip: the share of labels flipped
+    factor: Annotated[float, _between(0.0, 1e6)] = 1.0
+
+    @classmethod
+    def from_tables(cls, tables: Any) -> list[AttackConfig]:
+        """Every ``[[attack]]`` table, all problems reported at once.
+
+        Raises
+        ------
+        ConfigError
+            If ``tables`` is not a list of tables or a table is wrong.
+        """
+        if not isinstance(tables, list) or not all(
+            isinstance(t, Mapping) for t in tables
+        ):
+            raise ConfigError("attack: '[[attack]]' must be an array of tables")
+        attacks: list[AttackConfig] = []
+        problems: list[str] = []
+        for number, table in enumerate(tables, 1):
+            try:
+                attacks.append(cls.from_mapping(table))
+            except ConfigError as exc:
+                problems.extend(f"{p} (attack {number})" for p in exc.problems)
+        if problems:
+            raise ConfigError(problems)
+        return attacks

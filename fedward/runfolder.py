@@ -10,7 +10,10 @@ files a person can open. Nothing else in fedward spells a run-folder file name.
 ``metrics.csv``     every row of ``metrics.jsonl`` as a spreadsheet
 ``summary.json``    final and best figures
 ``metrics.png``     accuracy, recall and F1 per round
-``model.pt``        the latest global weights with their model card
+``model.pt``        the latest global weights with their model card; when the
+                    run ends, the exported round's (``export-round``)
+``best-model.pt``   the best round so far (``export-round = "best"``, until the
+                    run ends)
 ``manifest.json``   SHA-256 of ``model.pt`` and its model card, signed
 ``run-signing.key`` a simulation's run-local signing key (not in deployment)
 ``final-model.json`` which hospitals accepted the signed final model
@@ -18,14 +21,18 @@ files a person can open. Nothing else in fedward spells a run-folder file name.
                     ``model.json`` (its card) and a signed ``manifest.json``
 ``baselines.json``  local-only and pooled figures (``--baselines``)
 ``data-check.json`` every hospital's aggregate data statistics and warnings
-``privacy-ledgers/`` each simulated hospital's privacy ledger (deployed hospitals
-                    keep theirs on their own disk)
                     (in secure mode: that no check ran, and why)
 ``secure-aggregation.json`` secure mode: its parameters, each round's outcome and
                     participation, why there is no per-hospital table
-``simulated-hospitals/`` a secure simulation's hospitals' own files (run-local CA,
-                    identity keys, each hospital's figures); a real hospital
-                    keeps these at the hospital
+``personalization.json`` per hospital: the global and the fine-tuned model's
+                    figures on the same images (``personalize-epochs``)
+``attacks.json``    the misbehaving hospitals a simulation was told to simulate
+``sites/<site>/``   a simulated hospital's own files (in deployment they are at
+                    the hospital): ``local-norm.safetensors`` (``local-norm``),
+                    ``personalized.safetensors`` (its fine-tuned weights),
+                    ``privacy-ledger.jsonl`` (``dp``), secure aggregation's
+                    identity key and the figures it kept (``figures.jsonl``);
+                    ``sites/ca.*`` is a secure simulation's run-local CA
 ``report.*``        the study report (HTML, Markdown) and its figures
 ==================  =============================================================
 """
@@ -76,14 +83,21 @@ class RunFolder:
     MODEL_WEIGHTS = "model.safetensors"
     MODEL_TORCHSCRIPT = "model.torchscript.pt"
     MODEL_ONNX = "model.onnx"
+    BEST_CHECKPOINT = "best-model.pt"
     # what the run folder's manifest covers: what a resumed run starts from
-    SIGNED: ClassVar[tuple[str, ...]] = (CHECKPOINT,)
+    SIGNED: ClassVar[tuple[str, ...]] = (CHECKPOINT, BEST_CHECKPOINT)
     BASELINES = "baselines.json"
     BASELINES_PLOT = "baselines.png"
     DATA_CHECK = "data-check.json"
-    PRIVACY_LEDGERS = "privacy-ledgers"
     SECURE = "secure-aggregation.json"
-    SIMULATED_HOSPITALS = "simulated-hospitals"
+    PERSONALIZATION = "personalization.json"
+    ATTACKS = "attacks.json"
+    SITES = "sites"
+    # a hospital's own state folder (sites/<site>/ in simulation) holds these
+    SITE_NORM = "local-norm.safetensors"
+    SITE_PERSONALIZED = "personalized.safetensors"
+    SITE_LEDGER = "privacy-ledger.jsonl"
+    SITE_FIGURES = "figures.jsonl"  # what a hospital kept under secure aggregation
     REPORT_HTML = "report.html"
     REPORT_MD = "report.md"
     REPORT_FIGURES: ClassVar[dict[str, str]] = {
@@ -110,7 +124,11 @@ class RunFolder:
 
     def privacy_ledger(self, site: str) -> Path:
         """A simulated hospital's privacy ledger."""
-        return self.path / self.PRIVACY_LEDGERS / f"{site}.jsonl"
+        return self.site_dir(site) / self.SITE_LEDGER
+
+    def site_dir(self, site: str) -> Path:
+        """A simulated hospital's own state folder (``sites/<site>/``)."""
+        return self.path / self.SITES / site
 
     @property
     def export_dir(self) -> Path:

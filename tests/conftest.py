@@ -65,8 +65,9 @@ def write_folder(tmp_path: Path) -> WriteFolder:
 
 @pytest.fixture
 def small_config() -> FedwardConfig:
-    """A config for 32 px images, fast enough for unit tests."""
+    """A config for 32 px images, fast enough for unit tests (the plain seed CNN)."""
     return FedwardConfig(
+        model="seed-cnn",
         image_size=32,
         batch_size=4,
         local_epochs=1,

@@ -98,12 +98,13 @@ def test_secure_aggregation_refuses_what_needs_single_updates_all_at_once() -> N
 
 
 def test_a_robust_strategy_cannot_run_under_secure_aggregation() -> None:
-    class WithStrategy(FedwardConfig):  # until the run config names strategies
-        strategy: str = "fedavg"
-
-    assert WithStrategy.from_mapping({"secure-aggregation": True}).secure_aggregation
+    secure = {"secure-aggregation": True}
+    for ok in ("fedavg", "fedprox"):
+        assert FedwardConfig.from_mapping({**secure, "strategy": ok}).secure_aggregation
     with pytest.raises(ConfigError, match="'strategy' = 'krum' needs each hospital"):
-        WithStrategy.from_mapping({"secure-aggregation": True, "strategy": "krum"})
+        FedwardConfig.from_mapping({**secure, "strategy": "krum"})
+    with pytest.raises(ConfigError, match="'personalize-epochs' reports each"):
+        FedwardConfig.from_mapping({**secure, "personalize-epochs": 1})
 
 
 def test_a_site_certificate_defaults_to_node_crt_beside_the_node_key(

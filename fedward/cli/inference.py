@@ -42,6 +42,13 @@ def predict(
     out: Annotated[Path, typer.Option(help="CSV to write.")] = Path("predictions.csv"),
     ca: CaOption = None,
     allow_unsigned: AllowUnsigned = False,
+    site_state: Annotated[
+        Path | None,
+        typer.Option(
+            help="This hospital's own tensors over the global model: "
+            "local-norm.safetensors (local-norm) or personalized.safetensors."
+        ),
+    ] = None,
 ) -> None:
     """Class probabilities for images, as a CSV (one row per file).
 
@@ -51,7 +58,7 @@ def predict(
     from fedward.inference.export import Predictor
     from fedward.inference.predict import predict_files
 
-    predictor = Predictor(model, _trust(ca, allow_unsigned))
+    predictor = Predictor(model, _trust(ca, allow_unsigned), site_state)
     done, failed = predict_files(predictor, paths, out)
     typer.echo(f"{done} predicted, {failed} unreadable; written to {out}")
 

@@ -47,11 +47,19 @@ def simulate(
         bool,
         typer.Option(help="Also train each hospital alone and all data pooled."),
     ] = False,
+    attack: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A misbehaving hospital, site:kind[:factor] (kinds: sign-flip, "
+            "scale, gaussian-noise, nan, label-flip); as [[attack]] in a scenario."
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option(help="Also show Flower's own log.")] = False,
 ) -> None:
     """Run a multi-hospital federation on this machine (demo data by default)."""
     setup_logging(verbose)
     from fedward.simulation import runner
+    from fedward.simulation.attacks import parse_attack, read_attacks
 
     options = {
         "num-server-rounds": rounds,
@@ -62,6 +70,7 @@ def simulate(
         "run-dir": str(run_dir) if run_dir else None,
     }
     config = build_config(scenario, options, set_ or [])
+    attacks = read_attacks(scenario) + [parse_attack(a) for a in attack or []]
     name = scenario.stem if scenario else "simulation"
     config = runner.prepare(config, scenario=name)
     logger.info(
@@ -72,8 +81,9 @@ def simulate(
         config.data_root,
         config.run_dir,
     )
-    summary = runner.run(config)
+    summary = runner.run(config, attacks)
     _print_summary(summary)
+    local_only = None
     if baselines:
         from fedward.simulation import baselines as base
 
@@ -81,7 +91,34 @@ def simulate(
         rows = base.compare(summary, figures)
         base.write_baselines(RunFolder(config.run_dir), figures, rows)
         _print_baselines(rows, figures["budget-epochs"])
+        local_only = figures["local-only"]
+    if summary.get("personalization"):
+        _print_personalization(summary["personalization"], local_only)
     typer.echo(f"Run folder: {config.run_dir}")
+
+
+def _print_personalization(
+    figures: dict[str, Any], local_only: dict[str, Any] | None
+) -> None:
+    typer.echo(
+        "\nPersonalised (fine-tuned at each hospital), same held-out images, f1:"
+    )
+    typer.echo(f"  {'':26s} {'global':>8s} {'personal':>9s} {'local-only':>11s}")
+    rows = [("global (pooled counts)", figures["global"])]
+    rows += sorted(figures["sites"].items())
+    for name, row in rows:
+        alone = "-"
+        if local_only is not None:
+            block = (
+                local_only["global"]
+                if name.startswith("global")
+                else local_only["sites"].get(name)
+            )
+            alone = f"{block['f1']:.3f}" if block else "-"
+        typer.echo(
+            f"  {name:26s} {row['global']['f1']:8.3f} "
+            f"{row['personalized']['f1']:9.3f} {alone:>11s}"
+        )
 
 
 def _print_baselines(rows: dict[str, Any], epochs: int) -> None:
@@ -120,10 +157,19 @@ def _print_summary(summary: dict[str, Any]) -> None:
     if secure := summary.get("secure-aggregation"):
         typer.echo(f"  no per-hospital rows: {secure['per-hospital']}")
     best = summary.get("best") or {}
+    exported = summary.get("exported-round")
+    if exported is not None and exported != summary["rounds"]:
+        typer.echo(
+            f"Exported round: {exported} (export-round = best, chosen on "
+            f"{summary.get('best-chosen-on')} images)"
+        )
     if best:
+        chosen = summary.get("best-chosen-on", "")
+        on = f", chosen on {chosen} images" if chosen == "val" else ""
         typer.echo(
             f"Best round by {summary['best-metric']}: {summary['best-round']} "
-            f"({summary['best-metric']} {best.get(summary['best-metric'], 0.0):.3f})"
+            f"({summary['best-metric']} {best.get(summary['best-metric'], 0.0):.3f}"
+            f"{on})"
         )
 
 

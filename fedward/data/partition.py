@@ -2,7 +2,8 @@
 
 A simulation gives each virtual hospital a partition id; with ``by-folder``
 partitioning it gets one hospital folder of the run's data, otherwise a share
-of the pooled images (IID or Dirichlet label skew, :mod:`fedward.data.splits`).
+of the pooled images (IID, Dirichlet label skew or quantity skew,
+:mod:`fedward.data.splits`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,12 @@ from fedward.data.decode import Preprocess
 from fedward.data.discovery import hospital_folders, is_per_hospital
 from fedward.data.load import load_site, site_for_folder
 from fedward.data.sources.folders import load_folder
-from fedward.data.splits import dirichlet_partition, iid_partition, stratified_split
+from fedward.data.splits import (
+    dirichlet_partition,
+    iid_partition,
+    quantity_partition,
+    stratified_split,
+)
 from fedward.errors import ConfigError, DataError
 
 
@@ -78,6 +84,10 @@ def simulated_site(
     labels = pooled.labels.numpy()
     if config.partition == "iid":
         parts = iid_partition(labels, num_partitions, config.seed)
+    elif config.partition == "quantity":
+        parts = quantity_partition(
+            labels, num_partitions, config.dirichlet_alpha, config.seed
+        )
     else:
         parts = dirichlet_partition(
             labels, num_partitions, config.dirichlet_alpha, config.seed

@@ -102,6 +102,26 @@ def iid_partition(labels: np.ndarray, num_parts: int, seed: int) -> list[np.ndar
     return [np.sort(part) for part in np.array_split(order, num_parts)]
 
 
+def quantity_partition(
+    labels: np.ndarray, num_parts: int, alpha: float, seed: int, minimum: int = 10
+) -> list[np.ndarray]:
+    """Parts of very different sizes, each with the pooled label mix.
+
+    Sizes are proportional to one draw of Dir(alpha) (smaller ``alpha``: more
+    skew), each part holding at least ``minimum`` images (fewer if there are
+    not enough); images are dealt at random, so labels stay IID.
+    """
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    floor = min(minimum, n // num_parts)
+    shares = rng.dirichlet(np.full(num_parts, alpha))
+    sizes = floor + np.floor(shares * (n - floor * num_parts)).astype(int)
+    sizes[np.argmax(sizes)] += n - int(sizes.sum())
+    order = rng.permutation(n)
+    cuts = np.cumsum(sizes)[:-1]
+    return [np.sort(part) for part in np.split(order, cuts)]
+
+
 def dirichlet_partition(
     labels: np.ndarray, num_parts: int, alpha: float, seed: int
 ) -> list[np.ndarray]:

@@ -2,9 +2,11 @@
 
 :func:`site_statistics` runs at a hospital: image counts per split and class,
 header summaries (modality, size, bit depth, photometric interpretation),
-quarantined files by reason, and the intensity histogram of the preprocessed
-images. Nothing per image leaves this function. :func:`compare_sites` works on
-those aggregates alone and warns about label skew and scanner shift.
+quarantined files by reason, the intensity histogram of the preprocessed
+images and the mean Nyúl-Udupa landmarks of the training images
+(:mod:`fedward.data.harmonize`). Nothing per image leaves this function.
+:func:`compare_sites` works on those aggregates alone and warns about label skew
+and scanner shift.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from fedward.data.dicom import (
     is_dicom,
     read_dataset,
 )
+from fedward.data.harmonize import PERCENTILES, site_landmarks
 from fedward.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -73,6 +76,7 @@ def site_statistics(splits: SiteSplits, classes: list[str]) -> dict[str, Any]:
     )
     hist = np.bincount(pixels // (256 // BINS), minlength=BINS).astype(np.float64)
     reasons = Counter(": ".join(r.split(": ")[:1]) for _, r in splits.skipped())
+    landmarks, landmark_images = site_landmarks(splits.train.images)
     return {
         "images": splits.total(),
         "counts": counts,
@@ -87,6 +91,12 @@ def site_statistics(splits: SiteSplits, classes: list[str]) -> dict[str, Any]:
             "p50": float(np.percentile(pixels, 50)) if pixels.size else 0.0,
             "p99": float(np.percentile(pixels, 99)) if pixels.size else 0.0,
             "histogram": (hist / max(hist.sum(), 1.0)).tolist(),
+            # Nyúl-Udupa landmarks: the mean over training images, for harmonisation
+            "landmarks": {
+                "percentiles": list(PERCENTILES),
+                "mean": landmarks,
+                "images": landmark_images,
+            },
         },
     }
 

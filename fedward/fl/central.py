@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -10,6 +11,7 @@ import torch
 from fedward.config import FedwardConfig
 from fedward.data.datasets import make_loader
 from fedward.data.decode import Preprocess
+from fedward.data.harmonize import harmonize_images
 from fedward.data.sources.folders import load_folder
 from fedward.data.transforms import ScaleToUnit
 from fedward.errors import DataError
@@ -20,12 +22,12 @@ Metrics = dict[str, float]
 
 
 def make_central_evaluator(
-    config: FedwardConfig,
+    config: FedwardConfig, harmonize_scale: Sequence[float] = ()
 ) -> Callable[[Mapping[str, torch.Tensor]], Metrics] | None:
     """An evaluator on the server-held test set, or ``None`` if none is configured.
 
     The test set is a class-folder tree (``server-test-data``); every usable image
-    in it is used.
+    in it is used, mapped onto ``harmonize_scale`` when one is given.
     """
     if not config.server_test_data:
         return None
@@ -34,6 +36,10 @@ def make_central_evaluator(
         config.classes,
         Preprocess(config.in_channels, config.image_size),
     )
+    if harmonize_scale:
+        data = dataclasses.replace(
+            data, images=harmonize_images(data.images, harmonize_scale)
+        )
     if not len(data):
         raise DataError(
             f"server test data {config.server_test_data} has no usable image"

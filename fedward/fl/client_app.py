@@ -11,6 +11,7 @@ from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
+from torch import nn
 
 from fedward.config import FedwardConfig, SiteConfig
 from fedward.data.load import load_site, read_site, site_for_folder
@@ -20,13 +21,13 @@ from fedward.errors import PrivacyError
 from fedward.fl.delivery import receive_final_model
 from fedward.fl.protocol import (
     FINAL_MODEL_ACTION,
+    PERSONALIZE_ACTION,
     MetricKey,
     RecordKey,
     counts_to_metrics,
     files_from_record,
     final_model_reply,
     get_record,
-    load_arrays,
     privacy_record,
     site_record,
     stats_record,
@@ -40,8 +41,9 @@ from fedward.fl.secagg.client import (
     secure_evaluate_reply,
     secure_train_reply,
 )
+from fedward.fl.site_state import LocalState, global_model, harmonize_scale
 from fedward.learning.private_site import private_training
-from fedward.learning.site import Site
+from fedward.learning.site import Site, TrainHook
 
 logger = logging.getLogger(__name__)
 # Flower's ErrorCode.CLIENT_APP_RAISED_EXCEPTION: the app refused the task
@@ -108,8 +110,29 @@ def audited(reply: Message, context: Context) -> Message:
     return reply
 
 
-def make_client_app(config: FedwardConfig | None = None) -> ClientApp:
-    """A ClientApp using ``config``, or the run's config when ``None``."""
+def _request(
+    msg: Message, context: Context, cfg: FedwardConfig
+) -> tuple[Site, ConfigRecord, nn.Module, LocalState]:
+    """A request's site, config and global model.
+
+    The site's images are harmonised as the server asks; the model carries the
+    site's own normalisation state (``local-norm``).
+    """
+    config = get_record(msg, RecordKey.CONFIG, ConfigRecord)
+    site = site_for(context, cfg).harmonized(harmonize_scale(config))
+    arrays = get_record(msg, RecordKey.ARRAYS, ArrayRecord)
+    model, local = global_model(site, arrays, context, site_config(context.node_config))
+    return site, config, model, local
+
+
+def make_client_app(
+    config: FedwardConfig | None = None, *, hook: TrainHook | None = None
+) -> ClientApp:
+    """A ClientApp using ``config``, or the run's config when ``None``.
+
+    ``hook`` is for simulations only: it lets ``fedward simulate`` make a
+    hospital misbehave to test the server's defences; the deployed app has none.
+    """
 
     def resolve(context: Context) -> FedwardConfig:
         return config or FedwardConfig.from_run_config(context.run_config)
@@ -121,29 +144,39 @@ def make_client_app(config: FedwardConfig | None = None) -> ClientApp:
     @app.train()
     def train_handler(msg: Message, context: Context) -> Message:
         cfg = resolve(context)
-        site = site_for(context, cfg)
-        model = site.new_model()
-        sent = get_record(msg, RecordKey.ARRAYS, ArrayRecord)
-        load_arrays(model, sent)
-        train_config = get_record(msg, RecordKey.CONFIG, ConfigRecord)
+        site, train_config, model, local = _request(msg, context, cfg)
         server_round = int(train_config.get(MetricKey.SERVER_ROUND, 0))  # type: ignore[arg-type]
+        mu = float(train_config.get(MetricKey.PROXIMAL_MU, 0.0))  # type: ignore[arg-type]
+        sent = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        trainer = hook.before_fit(site, server_round) if hook else site
         try:  # the hospital's privacy policy, budget and ledger decide first
             private = private_training(
                 site_config(dict(context.node_config)), site.name, cfg
             )
             if private is None:
-                result, spent = site.fit(model, server_round), None
+                result = trainer.fit(model, server_round, proximal_mu=mu)
+                spent = None
             else:
-                result, spent = private.fit(site, model, server_round, run_id(context))
+                result, spent = private.fit(
+                    trainer, model, server_round, run_id(context)
+                )
         except PrivacyError as exc:
             logger.warning("%s", exc)
             refusal = Error(code=REFUSED, reason=str(exc))
             return audited(Message(refusal, reply_to=msg), context)
+        local.save(model)
+        if hook:
+            model.load_state_dict(
+                hook.after_fit(site, server_round, sent, model.state_dict())
+            )
         if cfg.secure_aggregation:  # only a masked sum leaves (fl/secagg)
-            return secure_train_reply(secure, msg, context, site, sent, model, result)
+            received = get_record(msg, RecordKey.ARRAYS, ArrayRecord)
+            return secure_train_reply(
+                secure, msg, context, site, received, model, result
+            )
         content = RecordDict(
             {
-                RecordKey.ARRAYS: to_arrays(model),
+                RecordKey.ARRAYS: to_arrays(model, exclude=local.keys),
                 RecordKey.METRICS: train_metrics(result),
                 RecordKey.SITE: site_record(site.name),
             }
@@ -155,15 +188,41 @@ def make_client_app(config: FedwardConfig | None = None) -> ClientApp:
     @app.evaluate()
     def evaluate_handler(msg: Message, context: Context) -> Message:
         cfg = resolve(context)
-        site = site_for(context, cfg)
-        model = site.new_model()
-        load_arrays(model, get_record(msg, RecordKey.ARRAYS, ArrayRecord))
+        site, _, model, _ = _request(msg, context, cfg)
         counts = site.evaluate(model, cfg.eval_split)
         if cfg.secure_aggregation:
             return secure_evaluate_reply(secure, msg, context, site, counts)
         content = RecordDict(
             {
                 RecordKey.METRICS: counts_to_metrics(counts),
+                RecordKey.SITE: site_record(site.name),
+            }
+        )
+        if (
+            cfg.export_round == "best"
+            and cfg.eval_split != "val"
+            and len(site.data.val)
+        ):
+            val = counts_to_metrics(site.evaluate(model, "val"))
+            content[RecordKey.VAL_METRICS] = val  # to choose the round on
+        return audited(Message(content=content, reply_to=msg), context)
+
+    @app.train(PERSONALIZE_ACTION)
+    def personalize_handler(msg: Message, context: Context) -> Message:
+        """Fine-tune the final global model here; report both on the same images.
+
+        The fine-tuned weights stay at the hospital.
+        """
+        cfg = resolve(context)
+        site, _, model, local = _request(msg, context, cfg)
+        before = site.evaluate(model, cfg.eval_split)
+        site.personalize(model)
+        after = site.evaluate(model, cfg.eval_split)
+        local.save_personalized(model)
+        content = RecordDict(
+            {
+                RecordKey.METRICS: counts_to_metrics(before),
+                RecordKey.PERSONALIZED: counts_to_metrics(after),
                 RecordKey.SITE: site_record(site.name),
             }
         )

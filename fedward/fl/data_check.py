@@ -9,6 +9,7 @@ from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from fedward.config import FedwardConfig
+from fedward.data.harmonize import standard_scale
 from fedward.data.stats import compare_sites
 from fedward.fl.protocol import RecordKey, site_name, stats_from_reply
 from fedward.runfolder import RunFolder
@@ -54,5 +55,22 @@ def federated_data_check(
         result["site-statistics"] = stats
         for warning in result["warnings"]:
             logger.warning("data check: %s", warning)
+    if config.harmonize == "histogram":
+        result["harmonize-scale"] = harmonize_scale(stats)
+        logger.info("harmonisation: standard scale %s", result["harmonize-scale"])
     folder.write_json(RunFolder.DATA_CHECK, result)
     return result
+
+
+def harmonize_scale(stats: dict[str, dict[str, Any]]) -> list[float]:
+    """The standard intensity scale from the sites' mean landmarks only.
+
+    Raises
+    ------
+    DataError
+        If no hospital reported landmarks.
+    """
+    landmarks = [s.get("intensity", {}).get("landmarks", {}) for s in stats.values()]
+    return standard_scale(
+        [(m.get("mean", []), int(m.get("images", 0))) for m in landmarks]
+    )

@@ -14,10 +14,19 @@ hold only:
   policy or budget), an error reply saying why;
 - ``evaluate``: the site's name and summable counts over its held-out images
   (:class:`~fedward.metrics.counts.EvalCounts`): summed loss, confusion matrix,
-  score histograms and calibration-bin totals;
+  score histograms and calibration-bin totals; with ``export-round = "best"``
+  the same counts over its validation images too, to choose the best round on;
 - ``query.final_model`` (after the last round the server sends the signed final
   model): the site's name, whether it accepted the model, the SHA-256 of the
-  manifest it checked, and the reason for a refusal (a signature problem).
+  manifest it checked, and the reason for a refusal (a signature problem);
+- ``train.personalize`` (after the federation, with ``personalize-epochs``): the
+  site's name and two sets of evaluation counts over the same held-out images,
+  of the global model and of the model fine-tuned at the site (the fine-tuned
+  weights stay at the site).
+
+With ``local-norm`` the weights a hospital sends and receives leave out every
+normalisation layer's parameters and statistics (:func:`to_arrays` with
+``exclude``); those stay at the site.
 
 No file name, path, patient identifier or pixel is ever put into a record.
 
@@ -30,7 +39,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -65,10 +74,14 @@ class RecordKey(StrEnum):
     FILES = "files"
     FINAL_MODEL = "final-model"
     PRIVACY = "privacy"
+    PERSONALIZED = "personalized"
+    VAL_METRICS = "val-metrics"
 
 
 FINAL_MODEL_ACTION = "final_model"
 FINAL_MODEL_MESSAGE = f"{MessageType.QUERY}.{FINAL_MODEL_ACTION}"
+PERSONALIZE_ACTION = "personalize"
+PERSONALIZE_MESSAGE = f"{MessageType.TRAIN}.{PERSONALIZE_ACTION}"
 
 
 class MetricKey(StrEnum):
@@ -85,6 +98,8 @@ class MetricKey(StrEnum):
     CALIBRATION = "calibration"
     SITE_NAME = "site-name"
     SERVER_ROUND = "server-round"
+    PROXIMAL_MU = "proximal-mu"  # set by Flower's FedProx in the train config
+    HARMONIZE_SCALE = "harmonize-scale"  # the standard intensity scale (server)
 
 
 # --- any record ----------------------------------------------------------------------
@@ -128,9 +143,14 @@ def site_name(msg: Message) -> str:
 # --- weights -------------------------------------------------------------------------
 
 
-def to_arrays(model: nn.Module) -> ArrayRecord:
-    """The model's state dict as an ``ArrayRecord`` (copied to CPU)."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+def to_arrays(model: nn.Module, exclude: Collection[str] = ()) -> ArrayRecord:
+    """The model's state dict as an ``ArrayRecord`` (copied to CPU).
+
+    ``exclude`` names keys left out (the site-local normalisation layers).
+    """
+    state = {
+        k: v.detach().cpu() for k, v in model.state_dict().items() if k not in exclude
+    }
     return ArrayRecord(torch_state_dict=state)
 
 
@@ -157,18 +177,23 @@ def check_arrays(reference: ArrayRecord, candidate: ArrayRecord) -> list[str]:
     return problems
 
 
-def load_arrays(model: nn.Module, arrays: ArrayRecord) -> None:
+def load_arrays(
+    model: nn.Module, arrays: ArrayRecord, exclude: Collection[str] = ()
+) -> None:
     """Load ``arrays`` into ``model`` after checking them.
+
+    ``arrays`` must hold every key of the model but those in ``exclude`` (which
+    keep their values).
 
     Raises
     ------
     WeightsError
         If keys, shapes or values do not fit the model.
     """
-    problems = check_arrays(to_arrays(model), arrays)
+    problems = check_arrays(to_arrays(model, exclude), arrays)
     if problems:
         raise WeightsError(problems)
-    model.load_state_dict(arrays.to_torch_state_dict())
+    model.load_state_dict(arrays.to_torch_state_dict(), strict=not exclude)
 
 
 # --- train replies -------------------------------------------------------------------
@@ -336,3 +361,28 @@ def final_model_status(msg: Message) -> tuple[bool, str]:
     if not isinstance(record, ConfigRecord):
         return False, "no answer about the final model"
     return bool(record.get("accepted")), str(record.get("reason", ""))
+
+
+# --- personalisation replies (after the federation) ---------------------------------
+
+
+def personalized_counts(
+    msg: Message, num_classes: int
+) -> tuple[EvalCounts, EvalCounts]:
+    """The global and the personalised model's counts in a personalisation reply.
+
+    Raises
+    ------
+    DataError
+        If either set of counts is missing or malformed, or they were not taken
+        over the same images (the true labels per class differ).
+    """
+    if msg.has_error():
+        raise DataError(msg.error.reason or "personalisation failed at the site")
+    records = [msg.content.get(k) for k in (RecordKey.METRICS, RecordKey.PERSONALIZED)]
+    if not all(isinstance(r, MetricRecord) for r in records):
+        raise DataError("personalisation reply lacks its two sets of counts")
+    global_, personal = (counts_from_metrics(r, num_classes) for r in records)  # type: ignore[arg-type]
+    if (global_.confusion.sum(1) != personal.confusion.sum(1)).any():
+        raise DataError("personalised and global counts are of different images")
+    return global_, personal

@@ -21,6 +21,7 @@ SECURE_NO_TABLE = (
     "secure aggregation was on, so the server received only sums over the "
     "hospitals and holds no per-hospital figures; each hospital keeps its own"
 )
+SELECTION = "global-val"  # rows the best round is chosen on (export-round = best)
 
 
 class RunRecorder:
@@ -125,6 +126,16 @@ class RunRecorder:
             {"round": server_round, "scope": f"secure-{stage}", "site": None, **outcome}
         )
 
+    def record_selection(
+        self, server_round: int, counts: Mapping[str, EvalCounts]
+    ) -> Metrics:
+        """Pooled figures on the validation images, to choose the best round on."""
+        figures = pool(counts.values()).figures(self.config.classes)
+        self._append(
+            {"round": server_round, "scope": SELECTION, "site": None, **figures}
+        )
+        return figures
+
     def record_central(self, server_round: int, metrics: Metrics) -> None:
         """Centralized evaluation on the server-held test set."""
         self._append(
@@ -135,17 +146,21 @@ class RunRecorder:
         """Final global and per-hospital figures, and the best round.
 
         The best round maximises the configured ``best-metric`` (minimises it for
-        ``loss``); ties go to the earlier round.
+        ``loss``); ties go to the earlier round. It is chosen on the validation
+        images when the hospitals reported them (``export-round = "best"``), and
+        ``best`` is then that round's figures on the evaluation images.
         """
         evals = [r for r in self.rows if r["scope"] == "global"]
         final_round = max((r["round"] for r in evals), default=0)
         metric = self.config.best_metric
         sign = -1.0 if metric == "loss" else 1.0
-        best = max(
-            evals,
+        chosen = [r for r in self.rows if r["scope"] == SELECTION] or evals
+        pick = max(
+            chosen,
             key=lambda r: (sign * (r.get(metric) or 0.0), -r["round"]),
             default=None,
         )
+        best = next((r for r in evals if pick and r["round"] == pick["round"]), None)
         return {
             "rounds": final_round,
             "wall-seconds": round(time.perf_counter() - self.started, 2),
@@ -168,6 +183,7 @@ class RunRecorder:
             },
             "best-metric": metric,
             "best-round": best["round"] if best else None,
+            "best-chosen-on": "val" if chosen is not evals else self.config.eval_split,
             "best": best,
             "rejected-updates": sum(r["scope"] == "rejected" for r in self.rows),
             "failed-updates": sum(r["scope"] == "error" for r in self.rows),
@@ -216,10 +232,13 @@ class RunRecorder:
         ]
         return {"privacy": {"sites": sites, "refused": errors}}
 
-    def finish(self) -> dict[str, Any]:
-        """Write ``summary.json`` and ``metrics.csv``; return the summary."""
+    def finish(self, **extra: Any) -> dict[str, Any]:
+        """Write ``summary.json`` and ``metrics.csv``; return the summary.
+
+        ``extra`` entries (the exported round, personalisation) join the summary.
+        """
         self.rounds.__exit__(None, None, None)
-        summary = self.summary()
+        summary = {**self.summary(), **extra}
         write_csv(self.rows, self.folder.file(RunFolder.CSV))
         self.folder.write_json(RunFolder.SUMMARY, summary)
         return summary

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from fedward.data.decode import Preprocess, decode_file
+from fedward.data.harmonize import harmonize_images
 from fedward.errors import ModelError
 from fedward.models.checkpoint import ModelCard, load_checkpoint, model_files
 from fedward.runfolder import RunFolder
@@ -148,10 +149,17 @@ class Predictor:
 
     ``.onnx`` runs in ONNX Runtime, ``.torchscript.pt`` in TorchScript,
     ``.safetensors`` and ``model.pt`` in PyTorch. The files are verified
-    against their signed manifest first (:func:`load_card`).
+    against their signed manifest first (:func:`load_card`). Images are mapped
+    onto the model's harmonisation scale, if it has one.
+
+    ``site_state``, a hospital's own tensors (``local-norm.safetensors``, its
+    normalisation layers; ``personalized.safetensors``, its fine-tuned weights),
+    replaces those of the global model; PyTorch weights files only.
     """
 
-    def __init__(self, path: Path, trust: Trust | None = None) -> None:
+    def __init__(
+        self, path: Path, trust: Trust | None = None, site_state: Path | None = None
+    ) -> None:
         self.card, self.path = load_card(path, trust or Trust())
         self._onnx: Any = None
         self._torch: Any = None
@@ -170,6 +178,35 @@ class Predictor:
             self._torch = self.card.build(load_file(str(self.path)))
         else:
             self._torch = self.card.build(load_checkpoint(self.path)[1])
+        if site_state is not None:
+            self._overlay(site_state)
+        elif self.card.local_norm:
+            logger.warning(
+                "this model kept normalisation layers at each hospital; without "
+                "a hospital's own state (--site-state) it predicts with the "
+                "initial ones"
+            )
+
+    def _overlay(self, site_state: Path) -> None:
+        """Put a hospital's own tensors over the global weights."""
+        from safetensors.torch import load_file
+
+        model = self.eager_model
+        if model is None:
+            raise ModelError(
+                "a hospital's own state goes with model.pt or model.safetensors, "
+                f"not {self.path.name}"
+            )
+        try:
+            state = load_file(str(site_state))
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"cannot read {site_state}: {exc}") from None
+        unknown = sorted(set(state) - set(model.state_dict()))
+        if unknown:
+            raise ModelError(
+                f"{site_state.name} holds tensors the model lacks: {unknown[:5]}"
+            )
+        model.load_state_dict(state, strict=False)
 
     @property
     def eager_model(self) -> nn.Module | None:
@@ -195,4 +232,6 @@ class Predictor:
         """One file decoded and scaled as in training, ``(1, C, H, W)``."""
         card = self.card
         pixels = decode_file(path, Preprocess(card.in_channels, card.image_size))
+        if card.harmonize_scale:
+            pixels = harmonize_images(pixels, card.harmonize_scale)
         return (pixels.float() / 255.0)[None]

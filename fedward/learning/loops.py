@@ -89,10 +89,12 @@ def train(
     val_loader: Iterable[Batch] | None = None,
     channels_last: bool = True,
     on_epoch: Callable[[EpochStats], None] | None = None,
+    regularizer: Callable[[nn.Module], torch.Tensor] | None = None,
 ) -> TrainResult:
     """Train with Adam and cross-entropy, validating after each epoch.
 
-    Uses automatic mixed precision on CUDA.
+    Uses automatic mixed precision on CUDA. ``regularizer(model)``, when given,
+    is added to each batch's loss (FedProx's proximal term).
     """
     model = prepare_model(model, device, channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
@@ -110,7 +112,8 @@ def train(
             with torch.autocast(device.type, enabled=use_amp):
                 logits = model(images)
                 loss = criterion(logits, labels)
-            scaler.scale(loss).backward()
+                objective = loss if regularizer is None else loss + regularizer(model)
+            scaler.scale(objective).backward()
             scaler.step(optimizer)
             scaler.update()
             n = labels.shape[0]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,12 @@ class ModelCard:
     in_channels: int
     image_size: int
     server_round: int = 0
+    # the standard intensity scale images are mapped onto before the model sees
+    # them (harmonize = "histogram"; empty: none), fedward.data.harmonize
+    harmonize_scale: list[float] = dataclasses.field(default_factory=list)
+    # normalisation layers were kept at each hospital (local-norm): these weights
+    # carry the initial ones; a hospital predicts with its own
+    local_norm: bool = False
 
     def build(self, state: Mapping[str, torch.Tensor]) -> nn.Module:
         """The model with ``state`` loaded, in eval mode on the CPU."""
@@ -49,13 +55,18 @@ class ModelCard:
     def meta(self) -> dict[str, Any]:
         """What ``model.json`` (and a signed manifest's card) holds."""
         return {
-            **dataclasses.asdict(self),
+            **_set_fields(self),
             "input": "float32 (N, C, H, W) in [0, 1]",
             "output": "logits",
         }
 
     @classmethod
-    def of_run(cls, config: FedwardConfig, server_round: int) -> ModelCard:
+    def of_run(
+        cls,
+        config: FedwardConfig,
+        server_round: int,
+        harmonize_scale: Sequence[float] = (),
+    ) -> ModelCard:
         """The card of a run's global model after ``server_round``."""
         return cls(
             run_model_name(config),
@@ -63,6 +74,8 @@ class ModelCard:
             config.in_channels,
             config.image_size,
             server_round,
+            list(harmonize_scale),
+            config.local_norm,
         )
 
     @classmethod
@@ -80,7 +93,18 @@ class ModelCard:
             int(payload["in-channels"]),
             int(payload["image-size"]),
             int(payload.get("round", 0)),
+            [float(v) for v in payload.get("harmonize-scale", [])],
+            bool(payload.get("local-norm", False)),
         )
+
+
+def _set_fields(card: ModelCard) -> dict[str, Any]:
+    """The card's fields, leaving out the optional ones that are not set."""
+    fields = dataclasses.asdict(card)
+    for name in ("harmonize_scale", "local_norm"):
+        if not fields[name]:
+            del fields[name]
+    return fields
 
 
 def save_checkpoint(
@@ -95,6 +119,10 @@ def save_checkpoint(
         "image-size": card.image_size,
         "round": card.server_round,
     }
+    if card.harmonize_scale:
+        payload["harmonize-scale"] = list(card.harmonize_scale)
+    if card.local_norm:
+        payload["local-norm"] = True
     tmp = path.with_suffix(".tmp")
     torch.save(payload, tmp)
     tmp.replace(path)

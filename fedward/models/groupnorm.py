@@ -16,10 +16,15 @@ from torch import nn
 
 from fedward.config import FedwardConfig
 from fedward.models import get_model, register_model
+from fedward.models.seed_cnn import seed_cnn_bn
 from fedward.models.torchvision_models import densenet121, resnet18
 
 # base model -> its GroupNorm variant
-GROUPNORM_VARIANTS = {"resnet18": "resnet18-gn", "densenet121": "densenet121-gn"}
+GROUPNORM_VARIANTS = {
+    "seed-cnn-bn": "seed-cnn-gn",
+    "resnet18": "resnet18-gn",
+    "densenet121": "densenet121-gn",
+}
 
 
 def to_groupnorm(model: nn.Module) -> nn.Module:
@@ -35,6 +40,12 @@ def to_groupnorm(model: nn.Module) -> nn.Module:
     finally:
         opacus_log.setLevel(level)
     return fixed
+
+
+@register_model("seed-cnn-gn")
+def seed_cnn_gn(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    """The seed CNN with GroupNorm after each convolution (``seed-cnn-bn`` under DP)."""
+    return to_groupnorm(seed_cnn_bn(num_classes, in_channels, image_size))
 
 
 @register_model("resnet18-gn")

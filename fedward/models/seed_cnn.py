@@ -20,25 +20,29 @@ class SeedCNN(nn.Module):
     """Conv(32)-Pool-Conv(64)-Pool-Conv(128)-Pool-Dense(512)-Dense(classes).
 
     At 150x150x3 with two classes it has 19,034,690 parameters. The last layer
-    returns logits; softmax is folded into the cross-entropy loss.
+    returns logits; softmax is folded into the cross-entropy loss. With
+    ``batch_norm`` a BatchNorm follows each convolution (``seed-cnn-bn``, for
+    site-local normalisation).
     """
 
-    def __init__(self, num_classes: int, in_channels: int, image_size: int) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int,
+        image_size: int,
+        batch_norm: bool = False,
+    ) -> None:
         super().__init__()
         side = _feature_side(image_size)
         if side < 1:
             raise ModelError(f"seed-cnn needs image_size >= 22, got {image_size}")
-        self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 32, kernel_size=3),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, kernel_size=3),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),
-            nn.Conv2d(64, 128, kernel_size=3),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),
-        )
+        layers: list[nn.Module] = []
+        for c_in, c_out in ((in_channels, 32), (32, 64), (64, 128)):
+            layers.append(nn.Conv2d(c_in, c_out, kernel_size=3))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(c_out))
+            layers += [nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+        self.features = nn.Sequential(*layers)
         self.classifier = nn.Sequential(
             nn.Flatten(),
             nn.Linear(128 * side * side, 512),
@@ -56,3 +60,9 @@ class SeedCNN(nn.Module):
 def seed_cnn(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     """Build the seed CNN."""
     return SeedCNN(num_classes, in_channels, image_size)
+
+
+@register_model("seed-cnn-bn")
+def seed_cnn_bn(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    """Build the seed CNN with BatchNorm after each convolution (FedBN)."""
+    return SeedCNN(num_classes, in_channels, image_size, batch_norm=True)

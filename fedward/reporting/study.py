@@ -128,6 +128,10 @@ class StudyReport:
         ``None`` when the run was not differentially private.
     secure
         Why there are no per-hospital rows (secure aggregation), else ``None``.
+    personalization
+        Per hospital: the global model, the model fine-tuned at the hospital and
+        (with baselines) the hospital alone, on the same held-out images;
+        ``None`` when the run did not personalise.
     """
 
     name: str
@@ -141,6 +145,7 @@ class StudyReport:
     sites: Table
     privacy: PrivacyCard | None = None
     secure: str | None = None
+    personalization: Table | None = None
 
 
 def write_report(run_dir: Path) -> tuple[Path, Path]:
@@ -215,6 +220,7 @@ def gather(folder: RunFolder) -> StudyReport:
         sites=_site_table(folder, scopes),
         privacy=_privacy_card(summary),
         secure=summary.get("secure-aggregation", {}).get("per-hospital"),
+        personalization=_personalization(folder),
     )
 
 
@@ -405,3 +411,33 @@ def _privacy_card(summary: dict[str, Any]) -> PrivacyCard | None:
         image_sites=sorted(n for n, s in sites.items() if s.get("unit") != "patient"),
         refused=refused,
     )
+
+
+PERSONAL_METRICS = ("accuracy", "recall", "f1", "auroc")
+
+
+def _personalization(folder: RunFolder) -> Table | None:
+    """Global, personalised and local-only figures side by side per hospital."""
+    if not folder.has(RunFolder.PERSONALIZATION):
+        return None
+    data = folder.read_json(RunFolder.PERSONALIZATION)
+    local: dict[str, Any] = {}
+    if folder.has(RunFolder.BASELINES):
+        only = folder.read_json(RunFolder.BASELINES)["local-only"]
+        local = {POOLED: only["global"], **only["sites"]}
+    scopes = {POOLED: data["global"], **data["sites"]}
+    rows = []
+    for name, figures in scopes.items():
+        for metric in PERSONAL_METRICS:
+            alone = local.get(name, {}).get(metric)
+            rows.append(
+                [
+                    name,
+                    metric,
+                    f"{figures['global'][metric]:.3f}",
+                    f"{figures['personalized'][metric]:.3f}",
+                    "-" if alone is None else f"{alone:.3f}",
+                ]
+            )
+    header = ["scope", "metric", "global", "personalised", "local-only"]
+    return Table(header, rows)

@@ -15,6 +15,7 @@ import torch
 
 from fedward.config import FedwardConfig
 from fedward.data.datasets import DecodedImages, SiteSplits
+from fedward.data.harmonize import site_landmarks, standard_scale
 from fedward.data.partition import simulated_site
 from fedward.learning.loops import seed_everything
 from fedward.learning.site import Site
@@ -51,6 +52,17 @@ def _trained(site: Site, epochs: int) -> torch.nn.Module:
     return model
 
 
+def harmonize_scale(config: FedwardConfig, sites: list[Site]) -> list[float]:
+    """The federation's harmonisation scale (``harmonize``), for the baselines.
+
+    Formed as the server forms it, from each site's mean landmarks, so the
+    baselines map their images onto the same scale as the federation did.
+    """
+    if config.harmonize == "none":
+        return []
+    return standard_scale([site_landmarks(s.data.train.images) for s in sites])
+
+
 def run_baselines(config: FedwardConfig) -> dict[str, Any]:
     """Train and evaluate local-only and pooled models; return their figures.
 
@@ -64,6 +76,8 @@ def run_baselines(config: FedwardConfig) -> dict[str, Any]:
         Site(*simulated_site(config, i, config.num_hospitals), config)
         for i in range(config.num_hospitals)
     ]
+    scale = harmonize_scale(config, sites)
+    sites = [site.harmonized(scale) for site in sites]
     epochs = config.num_server_rounds * config.local_epochs
     split, classes = config.eval_split, config.classes
     local: dict[str, EvalCounts] = {}

@@ -5,14 +5,16 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fedward.config import FedwardConfig
+from fedward.config import AttackConfig, FedwardConfig
 from fedward.data.discovery import data_class_names, hospital_folders
 from fedward.errors import ConfigError, DataError, FedwardError
 from fedward.reporting.finish import finish_run
 from fedward.runfolder import RunFolder
+from fedward.simulation.attacks import Attacks, check_sites
 from fedward.simulation.demo import demo_root, ensure_demo
 
 logger = logging.getLogger(__name__)
@@ -92,11 +94,22 @@ def backend_config(cpus: int | None = None) -> dict[str, Any]:
     }
 
 
-def run(config: FedwardConfig) -> dict[str, Any]:
+def site_names(config: FedwardConfig) -> list[str]:
+    """The names of a prepared simulation's hospitals."""
+    if config.partition == "by-folder":
+        return [folder.name for folder in hospital_folders(Path(config.data_root))]
+    return [f"hospital-{i + 1}" for i in range(config.num_hospitals)]
+
+
+def run(config: FedwardConfig, attacks: Sequence[AttackConfig] = ()) -> dict[str, Any]:
     """Run the simulation described by a prepared config; return ``summary.json``.
+
+    ``attacks`` make the hospitals they name misbehave (to test defences).
 
     Raises
     ------
+    ConfigError
+        If an attack names a hospital the simulation does not have.
     FedwardError
         If the federation ended without writing a summary.
     """
@@ -110,11 +123,20 @@ def run(config: FedwardConfig) -> dict[str, Any]:
 
     if config.partition == "by-folder" and config.num_hospitals < 1:
         raise ConfigError("config: no hospitals to simulate")
+    check_sites(attacks, site_names(config))
     folder = RunFolder(config.run_dir)
     folder.file(RunFolder.SUMMARY).unlink(missing_ok=True)
+    hook = None
+    if attacks:
+        logger.warning(
+            "simulating misbehaving hospitals: %s",
+            ", ".join(f"{a.site} ({a.kind} x{a.factor:g})" for a in attacks),
+        )
+        folder.write_json(RunFolder.ATTACKS, [a.to_mapping() for a in attacks])
+        hook = Attacks(attacks, config.seed)
     run_simulation(
         server_app=make_server_app(config),
-        client_app=make_client_app(config),
+        client_app=make_client_app(config, hook=hook),
         num_supernodes=config.num_hospitals,
         backend_config=backend_config(),
     )

@@ -17,7 +17,12 @@ def test_grad_cam_of_a_trained_model_points_at_the_lesion(
 ) -> None:
     # label 1 images carry a bright square at rows/cols 10..30 of 40 (16..48 of 64)
     config = FedwardConfig(
-        image_size=64, batch_size=8, local_epochs=8, learning_rate=1e-3, augment=False
+        model="seed-cnn",
+        image_size=64,
+        batch_size=8,
+        local_epochs=8,
+        learning_rate=1e-3,
+        augment=False,
     )
     site = Site("s", site_data(write_folder(per_class=20), config), config)
     seed_everything(0)

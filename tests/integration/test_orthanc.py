@@ -40,7 +40,7 @@ ISOLATED = os.environ.get("FEDWARD_ISOLATED_NET") == "1"
 pacs = pytest.mark.skipif(
     not ISOLATED, reason="runs inside the loopback-only namespace"
 )
-RUN = FedwardConfig(image_size=48, batch_size=8, local_epochs=1)
+RUN = FedwardConfig(model="seed-cnn", image_size=48, batch_size=8, local_epochs=1)
 IMAGES = 20
 
 

@@ -83,7 +83,7 @@ def test_a_secure_simulation_sends_only_sums_and_keeps_site_figures_at_home(
     }  # fmt: skip
     kept = [
         json.loads(line)
-        for path in sorted((run / "simulated-hospitals").glob("*/figures.jsonl"))
+        for path in sorted((run / "sites").glob("*/figures.jsonl"))
         for line in path.read_text().splitlines()
     ]
     evaluated = sum(r["num-examples"] for r in kept if r["stage"] == "evaluate")

@@ -18,7 +18,12 @@ def test_auto_picks_cuda_and_training_with_amp_learns(
     write_folder: WriteFolder,
 ) -> None:
     config = FedwardConfig(
-        image_size=32, batch_size=8, local_epochs=6, learning_rate=1e-3, augment=False
+        model="seed-cnn",
+        image_size=32,
+        batch_size=8,
+        local_epochs=6,
+        learning_rate=1e-3,
+        augment=False,
     )
     site = Site("s", site_data(write_folder(per_class=15), config), config)
     seed_everything(0)

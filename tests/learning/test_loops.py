@@ -32,6 +32,7 @@ def test_training_is_reproducible_on_cpu(
 
 def test_training_learns_an_easy_task(write_folder: WriteFolder) -> None:
     config = FedwardConfig(
+        model="seed-cnn",
         image_size=32,
         batch_size=8,
         local_epochs=6,

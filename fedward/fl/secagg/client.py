@@ -9,7 +9,7 @@ train and evaluate replies when the run has ``secure-aggregation = true``; and
 Per-hospital figures never leave the hospital in secure mode: each step's own
 figures go to the hospital's log and to a local file (``figures-dir`` in
 ``site.toml``; for a simulated hospital, its folder under the run's
-``simulated-hospitals/``).
+``sites/``).
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def identity_and_trust(
     site = hooks.own_site(context)
     if site is None:
         name = hooks.site(context, config).name
-        ca = RunLocalCA(Path(config.run_dir) / RunFolder.SIMULATED_HOSPITALS)
+        ca = RunLocalCA(RunFolder(config.run_dir).path / RunFolder.SITES)
         return ca.identity(name), ca.trust()
     paths = (site.node_key, site.node_certificate, site.root_certificates)
     if not all(paths):
@@ -168,8 +168,7 @@ def keep_local(
         path = Path(site.figures_dir) / f"run-{context.run_id}.jsonl"
     else:
         config = hooks.config(context)
-        folder = Path(config.run_dir) / RunFolder.SIMULATED_HOSPITALS / name
-        path = folder / "figures.jsonl"
+        path = RunFolder(config.run_dir).site_dir(name) / RunFolder.SITE_FIGURES
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as fh:
         fh.write(json.dumps(json_safe({"site": name, **row})) + "\n")
@@ -286,7 +285,13 @@ def secure_train_reply(
     session = session_of(msg)
     state = _load(context, session)
     received = {k: sent[k].numpy() for k in sent}
-    trained = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    # what was received is what is summed: with local-norm the hospital's own
+    # normalisation layers were neither received nor are they sent
+    trained = {
+        k: v.detach().cpu().numpy()
+        for k, v in model.state_dict().items()
+        if k in received
+    }
     vectors, figures = train_input(
         site.config, session.parties, received, trained, result
     )

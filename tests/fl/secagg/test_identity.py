@@ -81,5 +81,6 @@ def test_a_key_made_outside_a_consortium_folder_has_no_node_certificate(
 ) -> None:
     key, pub = make_hospital_key(tmp_path, "rogue")  # no CA here: not enrolled
 
-    assert key.exists() and pub.exists()
+    assert key.exists()
+    assert pub.exists()
     assert not (key.parent / "node.crt").exists()

@@ -99,7 +99,7 @@ def replies(audit: Path) -> dict[str, list[bytes]]:
 
 
 def kept_at(run: Path, site: str, stage: str) -> list[dict[str, Any]]:
-    path = run / RunFolder.SIMULATED_HOSPITALS / site / "figures.jsonl"
+    path = RunFolder(run).site_dir(site) / RunFolder.SITE_FIGURES
     lines = path.read_text().splitlines()
     return [r for r in map(json.loads, lines) if r["stage"] == stage]
 
