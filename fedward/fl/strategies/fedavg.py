@@ -4,23 +4,32 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from fedward.errors import DataError
+from fedward.errors import DataError, WeightsError
 from fedward.fl.protocol import (
     MetricKey,
     RecordKey,
+    array_values,
     check_arrays,
     counts_from_metrics,
     metric_record,
     site_name,
 )
 from fedward.fl.recorder import RunRecorder
+from fedward.learning.aggregation import RunningMean
 from fedward.metrics.counts import EvalCounts
 
 logger = logging.getLogger(__name__)
@@ -89,23 +98,56 @@ class FedwardFedAvg(FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Drop malformed or non-finite updates, record the rest, then average."""
-        accepted: list[Message] = []
+        """Drop malformed or non-finite updates, record the rest, then average.
+
+        Each accepted update is folded into a running weighted sum as it comes
+        and then let go, so with a lazy ``replies``
+        (:func:`fedward.fl.streaming.stream_replies`) the memory stays that of
+        one model, whatever the number of hospitals.
+        """
+        mean = RunningMean()
+        kept: list[RecordDict] = []
         site_metrics: dict[str, dict[str, float]] = {}
         for msg in replies:
             if msg.has_error():
-                accepted.append(msg)  # FedAvg logs and skips it
+                logger.warning(
+                    "training failed at node %d: %s",
+                    msg.metadata.src_node_id,
+                    msg.error.reason,
+                )
                 continue
             name, problems = site_name(msg), self._update_problems(msg)
             if problems:
                 logger.warning("rejected update from %s: %s", name, "; ".join(problems))
                 self.recorder.record_rejected(server_round, name, problems)
                 continue
-            accepted.append(msg)
-            metrics = msg.content[RecordKey.METRICS]
+            metrics = msg.content.metric_records[RecordKey.METRICS]
+            arrays = msg.content.array_records[RecordKey.ARRAYS]
+            weight = float(metrics[self.weighted_by_key])  # type: ignore[arg-type]
+            mean.add({k: array_values(arrays[k]) for k in arrays}, weight)
+            kept.append(RecordDict({RecordKey.METRICS: metrics}))
             site_metrics[name] = {k: float(v) for k, v in metrics.items()}  # type: ignore[arg-type]
+            del msg, arrays
         self.recorder.record_train(server_round, site_metrics)
-        return super().aggregate_train(server_round, accepted)
+        if not mean.count:
+            return None, None
+        means = mean.result()
+        record = ArrayRecord({k: Array(means.pop(k)) for k in list(means)})
+        return record, self.train_metrics_aggr_fn(kept, self.weighted_by_key)
+
+    def state(self) -> dict[str, Any]:
+        """What a resumed run needs to continue as this strategy would have.
+
+        FedAvg keeps nothing between rounds. A strategy with server-side state
+        (FedAdam's moments) returns it here as tensors, numbers and strings,
+        which :meth:`load_state` takes back after a resume.
+        """
+        return {}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Continue from what :meth:`state` returned in an earlier process."""
+        if state:
+            raise WeightsError(f"FedAvg keeps no state, got {sorted(state)}")
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
