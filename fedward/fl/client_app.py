@@ -106,7 +106,7 @@ def make_client_app(config: FedwardConfig | None = None) -> ClientApp:
         result = site.fit(model, server_round)
         content = RecordDict(
             {
-                RecordKey.ARRAYS: to_arrays(model),
+                RecordKey.ARRAYS: to_arrays(model, cfg.transfer_dtype),
                 RecordKey.METRICS: train_metrics(result),
                 RecordKey.SITE: site_record(site.name),
             }

@@ -6,8 +6,9 @@ hold only:
 - ``query`` (the pre-training data check): the site's name and its aggregate
   statistics (:mod:`fedward.data.stats`: counts per split and class, header
   value counts, an intensity histogram), as one JSON string;
-- ``train``: the site's name, the trained weights (``ArrayRecord``), the number
-  of training images and its last epoch's loss and accuracy;
+- ``train``: the site's name, the trained weights (``ArrayRecord``, in the
+  run's ``transfer-dtype``: float32, or float16/bfloat16 for half the bytes), the
+  number of training images and its last epoch's loss and accuracy;
 - ``evaluate``: the site's name and summable counts over its held-out images
   (:class:`~fedward.metrics.counts.EvalCounts`): summed loss, confusion matrix,
   score histograms and calibration-bin totals;
@@ -20,6 +21,7 @@ No file name, path, patient identifier or pixel is ever put into a record.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from collections.abc import Mapping
@@ -27,6 +29,7 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 import numpy as np
+import torch
 from flwr.app import (
     Array,
     ArrayRecord,
@@ -35,6 +38,7 @@ from flwr.app import (
     MessageType,
     MetricRecord,
 )
+from flwr.common.constant import SType
 from torch import nn
 
 from fedward.errors import DataError, WeightsError
@@ -75,6 +79,7 @@ class MetricKey(StrEnum):
     CALIBRATION = "calibration"
     SITE_NAME = "site-name"
     SERVER_ROUND = "server-round"
+    RUN_ID = "run-id"  # server -> hospital: the run's id, the same after a resume
 
 
 # --- any record ----------------------------------------------------------------------
@@ -116,10 +121,81 @@ def site_name(msg: Message) -> str:
 # --- weights -------------------------------------------------------------------------
 
 
-def to_arrays(model: nn.Module) -> ArrayRecord:
-    """The model's state dict as an ``ArrayRecord`` (copied to CPU)."""
+BFLOAT16 = "bfloat16"
+
+
+def to_arrays(model: nn.Module, dtype: str = "float32") -> ArrayRecord:
+    """The model's state dict as an ``ArrayRecord`` (copied to CPU).
+
+    Floating tensors travel as ``dtype`` (:func:`encode_state`).
+    """
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return ArrayRecord(torch_state_dict=state)
+    return encode_state(state, dtype)
+
+
+def encode_state(state: Mapping[str, torch.Tensor], dtype: str) -> ArrayRecord:
+    """Tensors as an ``ArrayRecord`` whose floating ones are cast to ``dtype``.
+
+    ``float32`` leaves them as they are. ``bfloat16``, which NumPy lacks, travels
+    as its 16-bit patterns with the ``Array`` dtype set to ``"bfloat16"``;
+    :func:`array_values` turns it back into float32.
+    """
+    if dtype == "float32":
+        return ArrayRecord(torch_state_dict=dict(state))
+    arrays: dict[str, Array] = {}
+    for key, tensor in state.items():
+        if not tensor.is_floating_point():
+            arrays[key] = Array(tensor)
+        elif dtype == BFLOAT16:
+            bits = tensor.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+            data = Array(bits).data
+            arrays[key] = Array(BFLOAT16, tuple(tensor.shape), SType.NUMPY, data)
+        else:
+            arrays[key] = Array(tensor.to(getattr(torch, dtype)))
+    return ArrayRecord(arrays)
+
+
+def encode_arrays(record: ArrayRecord, dtype: str) -> ArrayRecord:
+    """An ``ArrayRecord`` of float32 weights re-encoded for transfer as ``dtype``."""
+    if dtype == "float32":
+        return record
+    return encode_state(state_from_arrays(record), dtype)
+
+
+def array_values(array: Array) -> np.ndarray:
+    """An ``Array``'s values without copying them (read-only), bfloat16 widened.
+
+    Reads the ``.npy`` header and views the bytes after it, so a reply's weights
+    are not held twice while they are checked and averaged.
+    """
+    if array.stype != SType.NUMPY:
+        raise WeightsError(f"unsupported array serialisation '{array.stype}'")
+    buffer = io.BytesIO(array.data)
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(buffer)
+        read = fmt.read_array_header_1_0 if version == (1, 0) else None
+        read = fmt.read_array_header_2_0 if version == (2, 0) else read
+        if read is None:
+            raise ValueError(f"unsupported .npy version {version}")
+        shape, fortran, dtype = read(buffer)
+    except ValueError as exc:
+        raise WeightsError(f"malformed array: {exc}") from None
+    if dtype.hasobject:
+        raise WeightsError("arrays of Python objects are refused")
+    count = math.prod(shape)
+    values = np.frombuffer(array.data, dtype, count, offset=buffer.tell())
+    values = values.reshape(shape, order="F" if fortran else "C")
+    if array.dtype == BFLOAT16:
+        if values.dtype != np.uint16:
+            raise WeightsError("bfloat16 array does not hold 16-bit patterns")
+        return (values.astype(np.uint32) << 16).view(np.float32)
+    return values
+
+
+def state_from_arrays(record: ArrayRecord) -> dict[str, torch.Tensor]:
+    """Tensors (writable copies) of an ``ArrayRecord``, bfloat16 widened."""
+    return {key: torch.from_numpy(array_values(record[key]).copy()) for key in record}
 
 
 def check_arrays(reference: ArrayRecord, candidate: ArrayRecord) -> list[str]:
@@ -139,7 +215,7 @@ def check_arrays(reference: ArrayRecord, candidate: ArrayRecord) -> list[str]:
         if tuple(ref.shape) != tuple(got.shape):
             problems.append(f"'{key}' has shape {got.shape}, expected {ref.shape}")
             continue
-        values = got.numpy()
+        values = array_values(got)
         if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
             problems.append(f"'{key}' holds NaN or infinite values")
     return problems
@@ -156,7 +232,7 @@ def load_arrays(model: nn.Module, arrays: ArrayRecord) -> None:
     problems = check_arrays(to_arrays(model), arrays)
     if problems:
         raise WeightsError(problems)
-    model.load_state_dict(arrays.to_torch_state_dict())
+    model.load_state_dict(state_from_arrays(arrays))
 
 
 # --- train replies -------------------------------------------------------------------
