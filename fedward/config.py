@@ -179,6 +179,10 @@ class FedwardConfig(Checked):
     round_timeout: Annotated[float, _between(1.0)] = 3600.0
     best_metric: BestMetric = "f1"
     run_dir: str = "runs/flwr-run"
+    # weights on the wire: float16/bfloat16 halve the bytes of every round
+    transfer_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    # continue from the run folder's latest signed resume point (--resume)
+    resume: bool = False
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> FedwardConfig:

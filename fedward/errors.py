@@ -49,3 +49,9 @@ class SignatureError(FedwardError):
     """A model file is unsigned, changed after signing, or signed by a stranger."""
 
     exit_code = 6
+
+
+class ResumeError(FedwardError):
+    """A run cannot be resumed: no complete round saved, or another run's folder."""
+
+    exit_code = 10

@@ -19,6 +19,8 @@ files a person can open. Nothing else in fedward spells a run-folder file name.
 ``baselines.json``  local-only and pooled figures (``--baselines``)
 ``data-check.json`` every hospital's aggregate data statistics and warnings
 ``report.*``        the study report (HTML, Markdown) and its figures
+``resume/``         ``round-NNNN/``: what ``--resume`` continues from (the two
+                    latest rounds: weights and server state, signed)
 ==================  =============================================================
 """
 
@@ -73,6 +75,7 @@ class RunFolder:
     BASELINES = "baselines.json"
     BASELINES_PLOT = "baselines.png"
     DATA_CHECK = "data-check.json"
+    RESUME = "resume"
     REPORT_HTML = "report.html"
     REPORT_MD = "report.md"
     REPORT_FIGURES: ClassVar[dict[str, str]] = {
@@ -96,6 +99,10 @@ class RunFolder:
     def checkpoint(self) -> Path:
         """The latest global weights (``model.pt``)."""
         return self.path / self.CHECKPOINT
+
+    def resume_point(self, server_round: int) -> Path:
+        """The folder of the resume point saved after ``server_round``."""
+        return self.path / self.RESUME / f"round-{server_round:04d}"
 
     @property
     def export_dir(self) -> Path:
@@ -155,6 +162,19 @@ class RunFolder:
         tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         os.replace(tmp, target)
         return target
+
+    def keep_rounds(self, name: str, last_round: int) -> list[dict[str, Any]]:
+        """Rewrite a JSON-lines file (atomically) without rows after ``last_round``.
+
+        What a resumed run does to the rows of the round a crash interrupted.
+        Returns the rows kept.
+        """
+        rows = [r for r in self.iter_jsonl(name) if int(r["round"]) <= last_round]
+        target = self.file(name)
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        os.replace(tmp, target)
+        return rows
 
     def append_jsonl(self, name: str, row: Mapping[str, Any]) -> None:
         """Append one JSON line."""

@@ -2,40 +2,63 @@
 
 The run folder gets the latest global weights every round (``model.pt``), signed
 (``manifest.json``: by the server's model-signing key when deployed, a run-local
-key in simulation); after the last round every hospital is sent the signed final
-model (:mod:`fedward.fl.delivery`). What is made from the weights afterwards
-(exports, plots, the study report) is done outside the app, by ``fedward
-simulate`` / ``fedward server`` or ``fedward report``, so that it is not part of
-the code hospitals approve.
+key in simulation), and a signed resume point (:mod:`fedward.fl.resume`) that
+``--resume`` continues from; rounds stream each reply into the average as it
+arrives (:mod:`fedward.fl.rounds`). After the last round every hospital is sent
+the signed final model (:mod:`fedward.fl.delivery`). What is made from the
+weights afterwards (exports, plots, the study report) is done outside the app,
+by ``fedward simulate`` / ``fedward server`` or ``fedward report``, so that it
+is not part of the code hospitals approve.
 """
 
 from __future__ import annotations
 
 import logging
 
-from flwr.app import ArrayRecord, Context, MetricRecord
+import torch
+from flwr.app import ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedward.config import FedwardConfig
 from fedward.fl.central import make_central_evaluator
 from fedward.fl.data_check import federated_data_check
 from fedward.fl.delivery import deliver_final_model
-from fedward.fl.protocol import metric_record, to_arrays
+from fedward.fl.protocol import to_arrays
 from fedward.fl.recorder import RunRecorder
+from fedward.fl.resume import ResumePoint, capture_rng, new_run_id, restore_rng
+from fedward.fl.rounds import run_rounds, strategy_state
 from fedward.fl.strategies import FedwardFedAvg
 from fedward.learning.loops import seed_everything
 from fedward.models import get_model
 from fedward.models.checkpoint import ModelCard, save_checkpoint
 from fedward.runfolder import RunFolder
+from fedward.signing import Trust
 
 logger = logging.getLogger(__name__)
 
 
 def run_federation(grid: Grid, config: FedwardConfig) -> dict[str, object]:
-    """Run ``num-server-rounds`` of FedAvg over the grid; return the run summary."""
+    """Run ``num-server-rounds`` of FedAvg over the grid; return the run summary.
+
+    With ``resume`` set, the run continues after the latest signed resume point
+    in its run folder (:mod:`fedward.fl.resume`), checked first.
+    """
     folder = RunFolder(config.run_dir)
-    recorder = RunRecorder(folder.path, config)
     signer = folder.signer()
+    point = (
+        ResumePoint.load_latest(folder, Trust.of_signer(signer))
+        if config.resume
+        else None
+    )
+    if point is not None:
+        point.check_config(config)
+        logger.info("resuming %s after round %d", folder.path, point.server_round)
+    recorder = RunRecorder(
+        folder.path,
+        config,
+        resumed_round=point.server_round if point else 0,
+        elapsed=point.elapsed if point else 0.0,
+    )
     seed_everything(config.seed)
     model = get_model(
         config.model,
@@ -53,30 +76,51 @@ def run_federation(grid: Grid, config: FedwardConfig) -> dict[str, object]:
         min_available_nodes=config.min_available_nodes,
     )
     central = make_central_evaluator(config)
-    federated_data_check(grid, config, folder)
 
-    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
-        if server_round > 0:  # keep the latest global weights on disk every round
-            state = arrays.to_torch_state_dict()
-            card = ModelCard.of_run(config, server_round)
-            save_checkpoint(folder.checkpoint, card, state)
-            folder.sign(signer, card.meta())
-        if central is None:
-            return None
-        metrics = central(arrays.to_torch_state_dict())
-        recorder.record_central(server_round, metrics)
-        return metric_record(metrics)
+    def evaluate_centrally(server_round: int, arrays: ArrayRecord) -> None:
+        if central is not None:
+            recorder.record_central(server_round, central(arrays.to_torch_state_dict()))
 
-    result = strategy.start(
-        grid=grid,
-        initial_arrays=to_arrays(model),
-        num_rounds=config.num_server_rounds,
+    run_id = point.run_id if point else new_run_id()
+
+    def save_model(server_round: int, state: dict[str, torch.Tensor]) -> None:
+        card = ModelCard.of_run(config, server_round)
+        save_checkpoint(folder.checkpoint, card, state)
+        folder.sign(signer, card.meta())
+
+    def end_round(server_round: int, arrays: ArrayRecord) -> None:
+        evaluate_centrally(server_round, arrays)
+        state = arrays.to_torch_state_dict()
+        save_model(server_round, state)
+        card = ModelCard.of_run(config, server_round)
+        ResumePoint(
+            server_round, state, run_id, config.to_run_config(),
+            strategy_state(strategy), capture_rng(), recorder.elapsed,
+        ).save(folder, signer, card.meta())  # fmt: skip
+
+    if point is None:
+        arrays = to_arrays(model)
+        federated_data_check(grid, config, folder)
+        evaluate_centrally(0, arrays)
+    else:  # model.pt may be newer than its manifest if the crash came between
+        save_model(point.server_round, point.weights)
+        arrays = ArrayRecord(torch_state_dict=point.weights)
+        strategy.load_state(point.strategy)
+        restore_rng(point.rng)
+    first = point.server_round + 1 if point else 1
+    arrays = run_rounds(
+        grid,
+        strategy,
+        arrays,
+        rounds=range(first, config.num_server_rounds + 1),
         timeout=config.round_timeout,
-        evaluate_fn=evaluate_fn,
+        transfer_dtype=config.transfer_dtype,
+        run_id=run_id,
+        end_round=end_round,
     )
     summary = recorder.finish()
     card = ModelCard.of_run(config, config.num_server_rounds)
-    deliver_final_model(grid, folder, card, result.arrays, signer)
+    deliver_final_model(grid, folder, card, arrays, signer)
     return summary
 
 
