@@ -216,9 +216,40 @@ def check_arrays(reference: ArrayRecord, candidate: ArrayRecord) -> list[str]:
             problems.append(f"'{key}' has shape {got.shape}, expected {ref.shape}")
             continue
         values = array_values(got)
-        if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+        if np.issubdtype(values.dtype, np.floating) and not _all_finite(values):
             problems.append(f"'{key}' holds NaN or infinite values")
     return problems
+
+
+def _all_finite(values: np.ndarray, chunk: int = 1 << 20) -> bool:
+    flat = values.reshape(-1)
+    return all(
+        np.isfinite(flat[i : i + chunk]).all() for i in range(0, flat.size, chunk)
+    )
+
+
+def pop_array(arrays: dict[str, np.ndarray], key: str) -> Array:
+    """Take ``arrays[key]`` out of the dict as a Flower ``Array``.
+
+    Built so that the values and their serialised bytes are not held twice
+    longer than needed: at most two copies exist at any moment.
+    """
+    values = arrays.pop(key)
+    if not values.flags.c_contiguous:
+        values = np.ascontiguousarray(values)
+    header = io.BytesIO()
+    fmt = np.lib.format
+    fmt.write_array_header_1_0(header, fmt.header_data_from_array_1_0(values))
+    head = header.getvalue()
+    data = bytearray(len(head) + values.nbytes)
+    data[: len(head)] = head
+    if values.nbytes:
+        body = np.frombuffer(data, dtype=np.uint8, offset=len(head))
+        body[:] = values.reshape(-1).view(np.uint8)
+        del body
+    shape, dtype = tuple(values.shape), str(values.dtype)
+    del values
+    return Array(dtype, shape, SType.NUMPY, bytes(data))
 
 
 def load_arrays(model: nn.Module, arrays: ArrayRecord) -> None:

@@ -14,6 +14,7 @@ is not part of the code hospitals approve.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import torch
 from flwr.app import ArrayRecord, Context
@@ -98,9 +99,12 @@ def run_federation(grid: Grid, config: FedwardConfig) -> dict[str, object]:
             strategy_state(strategy), capture_rng(), recorder.elapsed,
         ).save(folder, signer, card.meta())  # fmt: skip
 
+    def examples(node_id: int, stats: dict[str, Any]) -> None:
+        strategy.expect_examples(node_id, sum(stats["counts"]["train"].values()))
+
+    federated_data_check(grid, config, folder, on_site=examples)
     if point is None:
         arrays = to_arrays(model)
-        federated_data_check(grid, config, folder)
         evaluate_centrally(0, arrays)
     else:  # model.pt may be newer than its manifest if the crash came between
         save_model(point.server_round, point.weights)

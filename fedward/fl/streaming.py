@@ -43,11 +43,18 @@ def stream_replies(
     already in memory, so a sweep pulls them all and yields them in the order
     they were created: an engine that answers in a fixed order gives a fixed
     order here too. Any other grid (a SuperLink) is asked for one reply at a
-    time, so that at most one reply is held. A hospital that has not answered
-    after ``timeout`` seconds is left out and the round goes on with the others,
-    as with ``Grid.send_and_receive``.
+    time, hospitals in node-id order, so that at most one reply is held. A
+    hospital that has not answered after ``timeout`` seconds is left out and
+    the round goes on with the others, as with ``Grid.send_and_receive``.
     """
-    pending = {msg_id for msg_id in grid.push_messages(messages) if msg_id}
+    messages = list(messages)
+    ids = grid.push_messages(messages)  # in the order of the messages
+    pending = {
+        msg_id: msg.metadata.dst_node_id
+        for msg_id, msg in zip(ids, messages, strict=True)
+        if msg_id
+    }
+    del messages
     sent = len(pending)
     in_memory = hasattr(grid, "state")  # flwr's InMemoryGrid
     if poll is None:
@@ -71,15 +78,15 @@ def stream_replies(
         found.reverse()
         while found:
             reply = found.pop()
-            pending.discard(reply.metadata.reply_to_message_id)
+            pending.pop(reply.metadata.reply_to_message_id, None)
             yield reply
             del reply
 
 
-def _pull(grid: Grid, pending: set[str], *, everything: bool) -> list[Message]:
+def _pull(grid: Grid, pending: dict[str, int], *, everything: bool) -> list[Message]:
     if everything:
-        return list(grid.pull_messages(set(pending)))
-    for msg_id in sorted(pending):
+        return list(grid.pull_messages(list(pending)))
+    for msg_id in sorted(pending, key=pending.__getitem__):  # by hospital node id
         replies = list(grid.pull_messages([msg_id]))
         if replies:
             return replies

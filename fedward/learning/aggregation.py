@@ -8,7 +8,8 @@ with the number of hospitals. The arithmetic works through fixed-size chunks so
 that no temporary array is as large as a layer.
 
 Float weights are summed in float32 (float64 stays float64; float16 and
-bfloat16 updates are widened chunk by chunk), as Flower's own FedAvg does;
+bfloat16 updates are widened chunk by chunk), as Flower's own FedAvg does, and
+with the total weight known ahead in exactly its order of operations;
 integer buffers (a batch-norm step count) are summed in float64 and rounded back
 to their type. No Flower import: the ServerApp's strategy feeds it arrays.
 """
@@ -21,7 +22,7 @@ import numpy as np
 
 from fedward.errors import WeightsError
 
-CHUNK = 1 << 20  # elements per step: 4 MiB of float32 temporaries at most
+CHUNK = 1 << 18  # elements per step: 1 MiB of float32 temporaries at most
 
 
 def _accumulator_dtype(dtype: np.dtype) -> np.dtype:
@@ -37,6 +38,15 @@ class RunningMean:
     ----------
     chunk
         Elements processed per step; bounds the temporary memory.
+    expected_total
+        The sum of the weights, when it is known before the contributions
+        arrive (each hospital's example count, from the data check or an
+        earlier round). Each contribution is then scaled by ``weight /
+        expected_total`` as it is added, which is the arithmetic of Flower's
+        FedAvg, step for step, so the result is the same to the last bit.
+        Without it, contributions are scaled by their weight and the sum is
+        divided at the end. If the weights that arrive do not add up to it
+        (a hospital dropped out), the sum is rescaled to the right mean.
 
     Examples
     --------
@@ -47,8 +57,9 @@ class RunningMean:
     array([2.5, 5. ], dtype=float32)
     """
 
-    def __init__(self, chunk: int = CHUNK) -> None:
+    def __init__(self, chunk: int = CHUNK, expected_total: float | None = None) -> None:
         self.chunk = chunk
+        self.expected_total = expected_total or None
         self.count = 0
         self.total_weight = 0.0
         self._sums: dict[str, np.ndarray] = {}
@@ -74,8 +85,9 @@ class RunningMean:
                 raise WeightsError(
                     f"'{key}' has shape {values.shape}, expected {self._shapes[key]}"
                 )
+        factor = weight / self.expected_total if self.expected_total else weight
         for key, values in arrays.items():
-            self._fold(key, np.asarray(values), weight)
+            self._fold(key, np.asarray(values), factor)
         self.count += 1
         self.total_weight += float(weight)
 
@@ -119,7 +131,11 @@ class RunningMean:
         means: dict[str, np.ndarray] = {}
         for key in list(self._sums):
             total = self._sums.pop(key)
-            np.divide(total, total.dtype.type(self.total_weight), out=total)
+            if not self.expected_total:
+                np.divide(total, total.dtype.type(self.total_weight), out=total)
+            elif self.total_weight != self.expected_total:  # someone did not answer
+                scale = self.expected_total / self.total_weight
+                np.multiply(total, total.dtype.type(scale), out=total)
             dtype = self._dtypes[key]
             if not np.issubdtype(dtype, np.floating):
                 total = np.rint(total).astype(dtype)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from flwr.app import (
-    Array,
     ArrayRecord,
     ConfigRecord,
     Message,
@@ -25,7 +26,9 @@ from fedward.fl.protocol import (
     array_values,
     check_arrays,
     counts_from_metrics,
+    get_record,
     metric_record,
+    pop_array,
     site_name,
 )
 from fedward.fl.recorder import RunRecorder
@@ -49,6 +52,19 @@ def weighted_mean(records: list[RecordDict], weight_key: str) -> MetricRecord:
                 sums[key] = sums.get(key, 0.0) + weight * value
                 weights[key] = weights.get(key, 0.0) + weight
     return MetricRecord({k: sums[k] / weights[k] for k in sums if weights[k] > 0})
+
+
+def _let_go(folded: weakref.ref[ArrayRecord]) -> None:
+    """Free a folded reply now if a reference cycle still holds it.
+
+    Flower's record views (``RecordDict.array_records``, used by Flower's own
+    checks) link a record and its content in a cycle, which only the cyclic
+    garbage collector frees: one collection here keeps the replies of a round
+    from piling up until the collector happens to run.
+    """
+    if folded() is not None:
+        logger.debug("a folded reply is still referenced; collecting")
+        gc.collect()
 
 
 class FedwardFedAvg(FedAvg):
@@ -76,13 +92,29 @@ class FedwardFedAvg(FedAvg):
         self.recorder = recorder
         self.class_names = list(class_names)
         self._sent: ArrayRecord | None = None
+        self._examples: dict[int, float] = {}
+        self._expected_total: float | None = None
+
+    def expect_examples(self, node_id: int, num_examples: float) -> None:
+        """How many examples a hospital will weigh its update with.
+
+        Known from the data check and from each accepted update. When every
+        hospital sampled for a round is known, updates are scaled as they
+        arrive exactly as Flower's FedAvg scales them all at the end
+        (:class:`~fedward.learning.aggregation.RunningMean`).
+        """
+        self._examples[node_id] = float(num_examples)
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Remember the global weights sent out, to check replies against them."""
         self._sent = arrays
-        return super().configure_train(server_round, arrays, config, grid)
+        messages = list(super().configure_train(server_round, arrays, config, grid))
+        nodes = [msg.metadata.dst_node_id for msg in messages]
+        known = bool(nodes) and all(n in self._examples for n in nodes)
+        self._expected_total = sum(self._examples[n] for n in nodes) if known else None
+        return messages
 
     def _update_problems(self, msg: Message) -> list[str]:
         arrays = msg.content.get(RecordKey.ARRAYS)
@@ -105,7 +137,7 @@ class FedwardFedAvg(FedAvg):
         (:func:`fedward.fl.streaming.stream_replies`) the memory stays that of
         one model, whatever the number of hospitals.
         """
-        mean = RunningMean()
+        mean = RunningMean(expected_total=self._expected_total)
         kept: list[RecordDict] = []
         site_metrics: dict[str, dict[str, float]] = {}
         for msg in replies:
@@ -121,18 +153,21 @@ class FedwardFedAvg(FedAvg):
                 logger.warning("rejected update from %s: %s", name, "; ".join(problems))
                 self.recorder.record_rejected(server_round, name, problems)
                 continue
-            metrics = msg.content.metric_records[RecordKey.METRICS]
-            arrays = msg.content.array_records[RecordKey.ARRAYS]
+            metrics = get_record(msg, RecordKey.METRICS, MetricRecord)
+            arrays = get_record(msg, RecordKey.ARRAYS, ArrayRecord)
             weight = float(metrics[self.weighted_by_key])  # type: ignore[arg-type]
             mean.add({k: array_values(arrays[k]) for k in arrays}, weight)
+            self.expect_examples(msg.metadata.src_node_id, weight)
             kept.append(RecordDict({RecordKey.METRICS: metrics}))
             site_metrics[name] = {k: float(v) for k, v in metrics.items()}  # type: ignore[arg-type]
+            folded = weakref.ref(arrays)
             del msg, arrays
+            _let_go(folded)
         self.recorder.record_train(server_round, site_metrics)
         if not mean.count:
             return None, None
         means = mean.result()
-        record = ArrayRecord({k: Array(means.pop(k)) for k in list(means)})
+        record = ArrayRecord({k: pop_array(means, k) for k in list(means)})
         return record, self.train_metrics_aggr_fn(kept, self.weighted_by_key)
 
     def state(self) -> dict[str, Any]:
