@@ -33,7 +33,7 @@ from fedward.fl.resume import ResumePoint, capture_rng, new_run_id
 from fedward.learning.aggregation import RunningMean
 from fedward.learning.loops import seed_everything
 from fedward.learning.site import Site
-from fedward.models.checkpoint import ModelCard, save_checkpoint
+from fedward.models.checkpoint import ModelCard
 from fedward.reporting.finish import finish_run
 from fedward.runfolder import RunFolder
 
@@ -89,13 +89,10 @@ def federate(
             tick = time.perf_counter()
             recorder.record_train(server_round, train_metrics)
             f1 = recorder.record_evaluation(server_round, counts)["f1"]
-            card = ModelCard.of_run(config, server_round)
-            save_checkpoint(run.checkpoint, card, state)
-            run.sign(signer, card.meta())
             ResumePoint(
                 server_round, state, run_id, config.to_run_config(), {},
                 capture_rng(), recorder.elapsed,
-            ).save(run, signer, card.meta())  # fmt: skip
+            ).save(run, signer, ModelCard.of_run(config, server_round))  # fmt: skip
             saving += time.perf_counter() - tick
     if recorder is not None:
         recorder.finish()

@@ -1,9 +1,10 @@
 """Resume points: what the server saves each round to continue after a crash.
 
 After every complete round the ServerApp writes ``resume/round-NNNN/`` in the run
-folder: ``state.pt`` (global weights, round, the strategy's state, the random
-generators' states, the run's id, its configuration and the seconds spent so
-far) and ``manifest.json`` signed by the run's signer (the server's
+folder: ``model.pt`` (the global weights, a hard link to the run's own
+``model.pt`` of that round), ``state.pt`` (round, the strategy's state, the
+random generators' states, the run's id, its configuration and the seconds spent
+so far) and ``manifest.json`` over both, signed by the run's signer (the server's
 model-signing key, or a simulation's run-local key). The manifest is written
 last and atomically, so a round folder without one is a write the crash
 interrupted: it is skipped, and the previous round is resumed. A folder whose
@@ -20,6 +21,7 @@ again after a crash is the same release under the same ``(run-id, round)`` key.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import shutil
 import uuid
@@ -33,12 +35,14 @@ import torch
 
 from fedward.config import ConfigValue, FedwardConfig
 from fedward.errors import ConfigError, ResumeError
+from fedward.models.checkpoint import ModelCard, load_checkpoint, save_checkpoint
 from fedward.runfolder import RunFolder
-from fedward.signing import Signer, Trust, verify_folder
+from fedward.signing import Signer, Trust, sha256_file, verify_folder
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
+CHECKPOINT = RunFolder.CHECKPOINT
 KEEP = 2
 # keys a resumed run may set differently from the run it continues
 MAY_DIFFER = frozenset({"resume", "run-dir", "data-root", "round-timeout"})
@@ -117,15 +121,28 @@ class ResumePoint:
         if problems:
             raise ConfigError(problems)
 
-    def save(self, folder: RunFolder, signer: Signer, card: Mapping[str, Any]) -> Path:
-        """Write and sign ``resume/round-NNNN/``; drop all but the last two points."""
+    def save(self, folder: RunFolder, signer: Signer, card: ModelCard) -> Path:
+        """Save the round: the run's ``model.pt`` and ``resume/round-NNNN/``, signed.
+
+        The weights are written once: the round folder's ``model.pt`` is a hard
+        link to the run's (a copy where links are not possible), and one digest
+        serves both manifests. All but the two latest points are removed.
+        """
+        folder.path.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(folder.checkpoint, card, self.weights)
+        digest = sha256_file(folder.checkpoint)
+        meta = card.meta()
+        signer.sign_folder(folder.path, [CHECKPOINT], meta, {CHECKPOINT: digest})
         target = folder.resume_point(self.server_round)
         if target.exists():
             shutil.rmtree(target)
         target.mkdir(parents=True)
+        try:
+            os.link(folder.checkpoint, target / CHECKPOINT)
+        except OSError:
+            shutil.copyfile(folder.checkpoint, target / CHECKPOINT)
         payload = {
             "round": self.server_round,
-            "weights": self.weights,
             "run-id": self.run_id,
             "config": self.config,
             "strategy": self.strategy,
@@ -133,7 +150,12 @@ class ResumePoint:
             "elapsed": self.elapsed,
         }
         torch.save(payload, target / STATE_FILE)
-        signer.sign_folder(target, [STATE_FILE], {**card, "run-id": self.run_id})
+        signer.sign_folder(
+            target,
+            [CHECKPOINT, STATE_FILE],
+            {**meta, "run-id": self.run_id},
+            {CHECKPOINT: digest},
+        )
         for old in _round_dirs(folder)[:-KEEP]:
             shutil.rmtree(old, ignore_errors=True)
         return target
@@ -153,13 +175,14 @@ class ResumePoint:
             if not (path / RunFolder.MANIFEST).is_file():
                 logger.warning("%s: written only in part (a crash); skipped", path)
                 continue
-            verify_folder(path, [STATE_FILE], trust)
+            verify_folder(path, [CHECKPOINT, STATE_FILE], trust)
+            _, weights = load_checkpoint(path / CHECKPOINT)
             payload = torch.load(
                 path / STATE_FILE, map_location="cpu", weights_only=True
             )
             return cls(
                 server_round=int(payload["round"]),
-                weights=dict(payload["weights"]),
+                weights=weights,
                 run_id=str(payload["run-id"]),
                 config=dict(payload["config"]),
                 strategy=dict(payload["strategy"]),

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import torch
 from flwr.app import ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
@@ -84,20 +83,13 @@ def run_federation(grid: Grid, config: FedwardConfig) -> dict[str, object]:
 
     run_id = point.run_id if point else new_run_id()
 
-    def save_model(server_round: int, state: dict[str, torch.Tensor]) -> None:
-        card = ModelCard.of_run(config, server_round)
-        save_checkpoint(folder.checkpoint, card, state)
-        folder.sign(signer, card.meta())
-
     def end_round(server_round: int, arrays: ArrayRecord) -> None:
         evaluate_centrally(server_round, arrays)
-        state = arrays.to_torch_state_dict()
-        save_model(server_round, state)
-        card = ModelCard.of_run(config, server_round)
         ResumePoint(
-            server_round, state, run_id, config.to_run_config(),
-            strategy_state(strategy), capture_rng(), recorder.elapsed,
-        ).save(folder, signer, card.meta())  # fmt: skip
+            server_round, arrays.to_torch_state_dict(), run_id,
+            config.to_run_config(), strategy_state(strategy), capture_rng(),
+            recorder.elapsed,
+        ).save(folder, signer, ModelCard.of_run(config, server_round))  # fmt: skip
 
     def examples(node_id: int, stats: dict[str, Any]) -> None:
         strategy.expect_examples(node_id, sum(stats["counts"]["train"].values()))
@@ -107,7 +99,9 @@ def run_federation(grid: Grid, config: FedwardConfig) -> dict[str, object]:
         arrays = to_arrays(model)
         evaluate_centrally(0, arrays)
     else:  # model.pt may be newer than its manifest if the crash came between
-        save_model(point.server_round, point.weights)
+        card = ModelCard.of_run(config, point.server_round)
+        save_checkpoint(folder.checkpoint, card, point.weights)
+        folder.sign(signer, card.meta())
         arrays = ArrayRecord(torch_state_dict=point.weights)
         strategy.load_state(point.strategy)
         restore_rng(point.rng)

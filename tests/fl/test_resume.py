@@ -20,10 +20,13 @@ from fedward.fl.recorder import RunRecorder
 from fedward.fl.resume import STATE_FILE, ResumePoint, capture_rng, restore_rng
 from fedward.fl.server_app import run_federation
 from fedward.metrics.counts import EvalCounts
+from fedward.models.checkpoint import ModelCard
 from fedward.runfolder import RunFolder
 from fedward.signing import Signer, Trust
 from fedward.simulation.demo import write_demo
 from tests.loopback import LoopbackGrid, ServerKilled
+
+CARD = ModelCard("seed-cnn", ["normal", "opacity"], 3, 32)
 
 
 def point(server_round: int, value: float = 1.0) -> ResumePoint:
@@ -50,7 +53,7 @@ def own_trust(folder: RunFolder) -> Trust:
 def test_a_point_comes_back_as_saved_and_only_two_are_kept(tmp_path: Path) -> None:
     folder = RunFolder(tmp_path)
     for r in (1, 2, 3):
-        point(r, float(r)).save(folder, folder.signer(), {"model": "m"})
+        point(r, float(r)).save(folder, folder.signer(), CARD)
 
     loaded = ResumePoint.load_latest(folder, own_trust(folder))
 
@@ -64,7 +67,7 @@ def test_a_point_comes_back_as_saved_and_only_two_are_kept(tmp_path: Path) -> No
 
 def test_a_point_the_crash_left_half_written_is_skipped(tmp_path: Path) -> None:
     folder = RunFolder(tmp_path)
-    point(1).save(folder, folder.signer(), {})
+    point(1).save(folder, folder.signer(), CARD)
     half = folder.resume_point(2)
     half.mkdir()
     (half / STATE_FILE).write_bytes(b"cut short")  # no manifest: never completed
@@ -72,11 +75,22 @@ def test_a_point_the_crash_left_half_written_is_skipped(tmp_path: Path) -> None:
     assert ResumePoint.load_latest(folder, own_trust(folder)).server_round == 1
 
 
-def test_a_changed_point_is_refused_not_skipped(tmp_path: Path) -> None:
+def test_the_weights_are_written_once(tmp_path: Path) -> None:
     folder = RunFolder(tmp_path)
-    point(1).save(folder, folder.signer(), {})
-    point(2).save(folder, folder.signer(), {})
-    state = folder.resume_point(2) / STATE_FILE
+
+    point(1).save(folder, folder.signer(), CARD)
+
+    linked = folder.resume_point(1) / RunFolder.CHECKPOINT
+    assert linked.stat().st_ino == folder.checkpoint.stat().st_ino
+    assert folder.verify_own() is not None  # the run's own model.pt is signed too
+
+
+@pytest.mark.parametrize("name", [STATE_FILE, RunFolder.CHECKPOINT])
+def test_a_changed_point_is_refused_not_skipped(tmp_path: Path, name: str) -> None:
+    folder = RunFolder(tmp_path)
+    point(1).save(folder, folder.signer(), CARD)
+    point(2).save(folder, folder.signer(), CARD)
+    state = folder.resume_point(2) / name
     data = bytearray(state.read_bytes())
     data[-10] ^= 1
     state.write_bytes(bytes(data))
@@ -87,7 +101,7 @@ def test_a_changed_point_is_refused_not_skipped(tmp_path: Path) -> None:
 
 def test_a_point_signed_by_another_key_is_refused(tmp_path: Path) -> None:
     folder = RunFolder(tmp_path)
-    point(1).save(folder, Signer.ephemeral(), {})
+    point(1).save(folder, Signer.ephemeral(), CARD)
 
     with pytest.raises(SignatureError):
         ResumePoint.load_latest(folder, own_trust(folder))
