@@ -12,6 +12,7 @@ in its own process tree, interleaved, and is compared with the baseline of
                      ``fedward simulate`` used before)
 ``actors-2``         two Ray actors with one core each instead of one with both
 ``store-512``        Ray's object store capped at 512 MiB
+``no-prestart``      Ray starts no idle worker ahead of the ClientApp actor
 ``superlink``        ``flwr run`` against a local ``flower-superlink --simulation``
                      (Flower's recommended way: SuperLink and ``flwr-simulation``
                      processes around the same engine)
@@ -45,6 +46,7 @@ VARIANTS = (
     "run-simulation",
     "actors-2",
     "store-512",
+    "no-prestart",
     "superlink",
 )
 
@@ -155,6 +157,9 @@ def run_variant(name: str, data: Path, run_dir: Path, rounds: int, epochs: int) 
         runner.run(config, RaySettings(actors=2))
     elif name == "store-512":
         runner.run(config, RaySettings(object_store_mib=512))
+    elif name == "no-prestart":
+        os.environ["RAY_prestart_worker_first_driver"] = "0"  # noqa: SIM112 (Ray's name)
+        runner.run(config)
     else:
         raise SystemExit(f"unknown variant {name}")
 
