@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -148,11 +149,15 @@ class RunFolder:
     # --- writing ---------------------------------------------------------------------
 
     def start(self, config: Mapping[str, Any]) -> None:
-        """Create the folder, write ``config.json`` and empty the per-round files."""
+        """Create the folder, write ``config.json`` and empty the per-round files.
+
+        Resume points of an earlier run in the same folder are removed.
+        """
         self.path.mkdir(parents=True, exist_ok=True)
         self.write_json(self.CONFIG, dict(config))
         for name in (self.METRICS, self.CURVES):
             self.file(name).write_text("", encoding="utf-8")
+        shutil.rmtree(self.path / self.RESUME, ignore_errors=True)
 
     def write_json(self, name: str, data: Any) -> Path:
         """Write one JSON file atomically (a reader never sees half of it)."""

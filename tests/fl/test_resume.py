@@ -107,6 +107,16 @@ def test_a_point_signed_by_another_key_is_refused(tmp_path: Path) -> None:
         ResumePoint.load_latest(folder, own_trust(folder))
 
 
+def test_a_new_run_in_the_same_folder_forgets_the_old_points(tmp_path: Path) -> None:
+    folder = RunFolder(tmp_path)
+    point(3).save(folder, folder.signer(), CARD)
+
+    RunRecorder(tmp_path, FedwardConfig())  # a new run starts here
+
+    with pytest.raises(ResumeError):
+        ResumePoint.load_latest(folder, own_trust(folder))
+
+
 def test_nothing_to_resume_is_a_clear_error(tmp_path: Path) -> None:
     folder = RunFolder(tmp_path)
 
