@@ -48,10 +48,13 @@ def stream_replies(
     the round goes on with the others, as with ``Grid.send_and_receive``.
     """
     messages = list(messages)
-    ids = grid.push_messages(messages)  # in the order of the messages
+    ids = list(grid.push_messages(messages))  # in the order of the messages
+    if len(ids) != len(messages):  # Flower returns [] for a payload too large
+        logger.warning("%d of %d messages were not sent", len(messages) - len(ids),
+                       len(messages))  # fmt: skip
     pending = {
         msg_id: msg.metadata.dst_node_id
-        for msg_id, msg in zip(ids, messages, strict=True)
+        for msg_id, msg in zip(ids, messages, strict=False)
         if msg_id
     }
     del messages
