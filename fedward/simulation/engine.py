@@ -46,7 +46,9 @@ class RaySettings:
         (default: Ray's, 30 % of memory).
     address
         An existing Ray cluster to use instead of starting one (``"auto"``, or
-        ``host:port`` of its head); also read from ``RAY_ADDRESS``.
+        ``host:port`` of its head); also read from ``RAY_ADDRESS``. Without it
+        the simulation always starts its own Ray, even on a machine where a
+        ``ray start`` cluster runs.
     """
 
     actors: int = 1
@@ -69,7 +71,10 @@ class RaySettings:
         if address:  # a cluster sets its own resources
             init["address"] = address
         else:
-            init |= {"num_cpus": cpus, "num_gpus": int(gpus)}
+            # "local": a Ray of its own, even where `ray start` left a cluster
+            # recorded in /tmp/ray (which Ray would otherwise join, refusing
+            # num_cpus)
+            init |= {"address": "local", "num_cpus": cpus, "num_gpus": int(gpus)}
             if self.object_store_mib:
                 init["object_store_memory"] = self.object_store_mib * 2**20
         return {

@@ -33,7 +33,7 @@ def settings(data: Path, run_dir: Path) -> list[str]:
 
 def finished(command: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        command, cwd=cwd, capture_output=True, text=True, timeout=600, check=False
+        command, cwd=cwd, capture_output=True, text=True, timeout=1200, check=False
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -52,7 +52,7 @@ def kill_mid_round_two(command: list[str], cwd: Path, run_dir: Path) -> None:
     )  # fmt: skip
     tree = psutil.Process(proc.pid)
     metrics = run_dir / RunFolder.METRICS
-    deadline = time.monotonic() + 600
+    deadline = time.monotonic() + 1200
     try:
         while time.monotonic() < deadline and proc.poll() is None:
             text = metrics.read_text() if metrics.is_file() else ""

@@ -31,6 +31,8 @@ def test_one_actor_gets_every_core_by_default(monkeypatch: pytest.MonkeyPatch) -
     assert backend["client_resources"]["num_cpus"] == 2
     assert backend["init_args"]["num_cpus"] == 2
     assert backend["init_args"]["include_dashboard"] is False
+    # its own Ray even where `ray start` left a cluster on this machine
+    assert backend["init_args"]["address"] == "local"
 
 
 def test_actors_share_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
