@@ -265,6 +265,10 @@ class FedwardConfig(Checked):
     harmonize: Literal["none", "histogram"] = "histogram"
     lr_schedule: Literal["constant", "cosine"] = "constant"
     export_round: Literal["best", "last"] = "best"
+    # weights on the wire: float16/bfloat16 halve the bytes of every round
+    transfer_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    # continue from the run folder's latest signed resume point (--resume)
+    resume: bool = False
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> FedwardConfig:
@@ -323,6 +327,11 @@ class FedwardConfig(Checked):
                     f"'secure-aggregation' needs '{_kebab(key)}' >= 2 "
                     "(a sum of one hospital is that hospital's input)"
                 )
+        if self.transfer_dtype != "float32":
+            problems.append(
+                "'transfer-dtype' applies to plain runs; 'secure-aggregation' sends "
+                "fixed-point masked sums (leave it at 'float32')"
+            )
         if self.personalize_epochs:
             problems.append(
                 "'personalize-epochs' reports each hospital's figures to the server "
@@ -336,6 +345,17 @@ class FedwardConfig(Checked):
                 "(the fixed-point sum must fit 32 bits)"
             )
         return problems
+
+    @property
+    def norm_stays_local(self) -> bool:
+        """Whether normalisation layers stay at each hospital (never sent).
+
+        With ``local-norm``; and under secure aggregation for a model with
+        BatchNorm, whose running statistics move far more per round than the
+        fixed-point range (``secure-clip-range``) would carry.
+        """
+        batch_norm = self.model in NORM_MODELS and not self.dp  # DP: GroupNorm
+        return self.local_norm or (self.secure_aggregation and batch_norm)
 
     def simulated_site(self, name: str) -> dict[str, Any]:
         """The site settings of simulated hospital ``name`` (``*``, then its own)."""

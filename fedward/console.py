@@ -39,11 +39,11 @@ class ProgressBar:
     """
 
     def __init__(
-        self, description: str, total: int, *, bar: bool | None = None
+        self, description: str, total: int, *, bar: bool | None = None, done: int = 0
     ) -> None:
         self.description = description
         self.total = total
-        self.done = 0
+        self.done = done
         self.bar = sys.stderr.isatty() if bar is None else bar
         self._rich: Any = None
         self._task: Any = None
@@ -68,7 +68,7 @@ class ProgressBar:
             )
             self._rich.start()
             self._task = self._rich.add_task(
-                self.description, total=self.total, message=""
+                self.description, total=self.total, completed=self.done, message=""
             )
         return self
 

@@ -78,3 +78,9 @@ class SecureAggregationError(FedwardError):
     """
 
     exit_code = 12
+
+
+class ResumeError(FedwardError):
+    """A run cannot be resumed: no complete round saved, or another run's folder."""
+
+    exit_code = 10

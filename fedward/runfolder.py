@@ -34,6 +34,8 @@ files a person can open. Nothing else in fedward spells a run-folder file name.
                     identity key and the figures it kept (``figures.jsonl``);
                     ``sites/ca.*`` is a secure simulation's run-local CA
 ``report.*``        the study report (HTML, Markdown) and its figures
+``resume/``         ``round-NNNN/``: what ``--resume`` continues from (the two
+                    latest rounds: weights and server state, signed)
 ==================  =============================================================
 """
 
@@ -42,6 +44,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -98,6 +101,7 @@ class RunFolder:
     SITE_PERSONALIZED = "personalized.safetensors"
     SITE_LEDGER = "privacy-ledger.jsonl"
     SITE_FIGURES = "figures.jsonl"  # what a hospital kept under secure aggregation
+    RESUME = "resume"
     REPORT_HTML = "report.html"
     REPORT_MD = "report.md"
     REPORT_FIGURES: ClassVar[dict[str, str]] = {
@@ -129,6 +133,10 @@ class RunFolder:
     def site_dir(self, site: str) -> Path:
         """A simulated hospital's own state folder (``sites/<site>/``)."""
         return self.path / self.SITES / site
+
+    def resume_point(self, server_round: int) -> Path:
+        """The folder of the resume point saved after ``server_round``."""
+        return self.path / self.RESUME / f"round-{server_round:04d}"
 
     @property
     def export_dir(self) -> Path:
@@ -174,11 +182,15 @@ class RunFolder:
     # --- writing ---------------------------------------------------------------------
 
     def start(self, config: Mapping[str, Any]) -> None:
-        """Create the folder, write ``config.json`` and empty the per-round files."""
+        """Create the folder, write ``config.json`` and empty the per-round files.
+
+        Resume points of an earlier run in the same folder are removed.
+        """
         self.path.mkdir(parents=True, exist_ok=True)
         self.write_json(self.CONFIG, dict(config))
         for name in (self.METRICS, self.CURVES):
             self.file(name).write_text("", encoding="utf-8")
+        shutil.rmtree(self.path / self.RESUME, ignore_errors=True)
 
     def write_json(self, name: str, data: Any) -> Path:
         """Write one JSON file atomically (a reader never sees half of it)."""
@@ -188,6 +200,19 @@ class RunFolder:
         tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         os.replace(tmp, target)
         return target
+
+    def keep_rounds(self, name: str, last_round: int) -> list[dict[str, Any]]:
+        """Rewrite a JSON-lines file (atomically) without rows after ``last_round``.
+
+        What a resumed run does to the rows of the round a crash interrupted.
+        Returns the rows kept.
+        """
+        rows = [r for r in self.iter_jsonl(name) if int(r["round"]) <= last_round]
+        target = self.file(name)
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        os.replace(tmp, target)
+        return rows
 
     def append_jsonl(self, name: str, row: Mapping[str, Any]) -> None:
         """Append one JSON line."""

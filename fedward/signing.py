@@ -207,10 +207,18 @@ class Signer:
         return (json.dumps(document, indent=2) + "\n").encode()
 
     def sign_folder(
-        self, folder: Path, names: Iterable[str], card: Mapping[str, Any]
+        self,
+        folder: Path,
+        names: Iterable[str],
+        card: Mapping[str, Any],
+        known: Mapping[str, str] | None = None,
     ) -> Path:
-        """Write ``manifest.json`` (atomically) covering the named files of a folder."""
-        digests = {name: sha256_file(folder / name) for name in names}
+        """Write ``manifest.json`` (atomically) covering the named files of a folder.
+
+        ``known`` holds SHA-256 digests already computed for some of the files.
+        """
+        known = known or {}
+        digests = {n: known.get(n) or sha256_file(folder / n) for n in names}
         target = folder / MANIFEST_FILE
         tmp = target.with_name(f".{target.name}.tmp")
         tmp.write_bytes(self.sign(digests, card))

@@ -117,3 +117,19 @@ def test_a_site_certificate_defaults_to_node_crt_beside_the_node_key(
 
     assert config.node_certificate == str(tmp_path / "keys" / "node.crt")
     assert config.figures_dir == str(tmp_path / "d-figures")
+
+
+def test_batch_norm_stays_at_each_hospital_under_secure_aggregation() -> None:
+    plain = FedwardConfig.from_mapping({"model": "seed-cnn-bn"})
+    secure = FedwardConfig.from_mapping(
+        {"model": "seed-cnn-bn", "secure-aggregation": True}
+    )
+    private = FedwardConfig.from_mapping(
+        {"secure-aggregation": True, "dp": True, "dp-noise-multiplier": 1.0}
+    )
+    seed = FedwardConfig.from_mapping({"model": "seed-cnn", "secure-aggregation": True})
+
+    assert not plain.norm_stays_local
+    assert secure.norm_stays_local  # running statistics exceed the clip range
+    assert not private.norm_stays_local  # DP trains the GroupNorm variant
+    assert not seed.norm_stays_local

@@ -11,6 +11,7 @@ import typer
 
 from fedward.cli.options import build_config
 from fedward.console import setup_logging
+from fedward.errors import ConfigError
 from fedward.runfolder import RunFolder
 
 logger = logging.getLogger("fedward")
@@ -55,6 +56,13 @@ def simulate(
         ),
     ] = None,
     verbose: Annotated[bool, typer.Option(help="Also show Flower's own log.")] = False,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            help="Continue the run in this folder after its last complete round, "
+            "with its own settings."
+        ),
+    ] = None,
 ) -> None:
     """Run a multi-hospital federation on this machine (demo data by default)."""
     setup_logging(verbose)
@@ -69,10 +77,21 @@ def simulate(
         "data-root": str(data) if data else None,
         "run-dir": str(run_dir) if run_dir else None,
     }
-    config = build_config(scenario, options, set_ or [])
-    attacks = read_attacks(scenario) + [parse_attack(a) for a in attack or []]
-    name = scenario.stem if scenario else "simulation"
-    config = runner.prepare(config, scenario=name)
+    if resume is not None:
+        given = [k for k, v in options.items() if v is not None]
+        given += ["scenario"] * bool(scenario) + ["--set"] * bool(set_)
+        given += ["--attack"] * bool(attack)
+        if given:
+            raise ConfigError(
+                f"--resume continues with the run's own settings; drop {given}"
+            )
+        config = runner.prepare(runner.resume_config(resume))
+        attacks = runner.saved_attacks(config)
+    else:
+        config = build_config(scenario, options, set_ or [])
+        attacks = read_attacks(scenario) + [parse_attack(a) for a in attack or []]
+        name = scenario.stem if scenario else "simulation"
+        config = runner.prepare(config, scenario=name)
     logger.info(
         "federation: %d hospitals, %d rounds, model %s, data %s, run folder %s",
         config.num_hospitals,

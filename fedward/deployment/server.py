@@ -22,7 +22,9 @@ from fedward.config import FedwardConfig, ServerConfig
 from fedward.deployment.bundle import AppSummary, app_dir, build_app
 from fedward.deployment.certs import signing_paths
 from fedward.errors import ConfigError, FedwardError
-from fedward.signing import SIGNING_CERT_ENV, SIGNING_KEY_ENV, Signer
+from fedward.fl.resume import ResumePoint
+from fedward.runfolder import RunFolder
+from fedward.signing import SIGNING_CERT_ENV, SIGNING_KEY_ENV, Signer, Trust
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +130,35 @@ def signing_environment(server: ServerConfig) -> dict[str, str]:
     model_signer(server)  # fail early, before the SuperLink starts
     cert, key = signing_paths(Path(server.certs_dir))
     return {SIGNING_CERT_ENV: str(cert), SIGNING_KEY_ENV: str(key)}
+
+
+def check_resume(run: FedwardConfig) -> int:
+    """Check the run folder can be resumed, before the SuperLink starts.
+
+    Its latest resume point must carry the signature of the key this server
+    signs with now (the environment set by :func:`signing_environment`) and
+    have been saved with the same ``[federation]`` settings. Returns the last
+    complete round.
+
+    Raises
+    ------
+    ResumeError
+        If there is no complete round to resume from.
+    SignatureError
+        If the resume point is unsigned, changed or signed by another key.
+    ConfigError
+        Naming every federation setting that differs from the saved run's.
+    """
+    folder = RunFolder(run.run_dir)
+    point = ResumePoint.load_latest(folder, Trust.of_signer(folder.signer()))
+    point.check_config(run)
+    logger.info(
+        "resuming %s after round %d of %d",
+        folder.path,
+        point.server_round,
+        run.num_server_rounds,
+    )
+    return point.server_round
 
 
 def authorized_keys(server: ServerConfig) -> list[Path]:

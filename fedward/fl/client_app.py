@@ -176,7 +176,9 @@ def make_client_app(
             )
         content = RecordDict(
             {
-                RecordKey.ARRAYS: to_arrays(model, exclude=local.keys),
+                RecordKey.ARRAYS: to_arrays(
+                    model, cfg.transfer_dtype, exclude=local.keys
+                ),
                 RecordKey.METRICS: train_metrics(result),
                 RecordKey.SITE: site_record(site.name),
             }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
@@ -18,14 +19,19 @@ logger = logging.getLogger(__name__)
 
 
 def federated_data_check(
-    grid: Grid, config: FedwardConfig, folder: RunFolder, timeout: float = 600.0
+    grid: Grid,
+    config: FedwardConfig,
+    folder: RunFolder,
+    timeout: float = 600.0,
+    on_site: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Ask every connected hospital for its aggregate statistics and compare them.
 
     Warnings (label skew, scanner shift) are logged and, with every site's
     aggregates, written to ``data-check.json`` in the run folder. A hospital that
     fails to answer is noted with its error (a refusal of unapproved code, a data
-    problem), not fatal.
+    problem), not fatal. ``on_site`` is called with each answering hospital's
+    node id and statistics.
     """
     messages = [
         Message(RecordDict({RecordKey.CONFIG: ConfigRecord()}), node, MessageType.QUERY)
@@ -44,6 +50,8 @@ def federated_data_check(
             continue
         stats[site_name(reply)] = site_stats
         nodes[reply.metadata.src_node_id] = site_name(reply)
+        if on_site is not None:
+            on_site(reply.metadata.src_node_id, site_stats)
     result: dict[str, Any] = {
         "sites-answered": len(stats),
         "sites-failed": len(failures),

@@ -48,17 +48,34 @@ class ExportedRound:
         self.signer = signer
         self.scale = list(scale)
 
-    def save(
+    def card(self, server_round: int) -> ModelCard:
+        """The model card of round ``server_round``'s weights."""
+        return ModelCard.of_run(self.config, server_round, self.scale)
+
+    def keep_if_best(
         self,
         server_round: int,
         state: Mapping[str, torch.Tensor],
         best_round: int | None,
     ) -> None:
-        """Write round ``server_round``'s weights (and keep them if best so far)."""
-        card = ModelCard.of_run(self.config, server_round, self.scale)
-        save_checkpoint(self.folder.checkpoint, card, state)
+        """Keep round ``server_round``'s weights in ``best-model.pt`` if best so far.
+
+        ``model.pt`` (the latest round) and the signature are written by the
+        round's resume point (:class:`fedward.fl.resume.ResumePoint`), which
+        signs every file of the run folder, this one included.
+        """
         if self.config.export_round == "best" and best_round == server_round:
+            card = self.card(server_round)
             save_checkpoint(self.folder.file(RunFolder.BEST_CHECKPOINT), card, state)
+
+    def resumed(self, server_round: int, state: Mapping[str, torch.Tensor]) -> None:
+        """Continue after ``server_round``: its weights in ``model.pt``, signed.
+
+        ``model.pt`` may be newer than its manifest if the crash came between
+        writing them; the resume point's weights are the checked ones.
+        """
+        card = self.card(server_round)
+        save_checkpoint(self.folder.checkpoint, card, state)
         self.folder.sign(self.signer, card.meta())
 
     def final(self) -> tuple[ModelCard, dict[str, torch.Tensor]]:

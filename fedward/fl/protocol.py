@@ -6,9 +6,10 @@ hold only:
 - ``query`` (the pre-training data check): the site's name and its aggregate
   statistics (:mod:`fedward.data.stats`: counts per split and class, header
   value counts, an intensity histogram), as one JSON string;
-- ``train``: the site's name, the trained weights (``ArrayRecord``), the number
-  of training images and its last epoch's loss and accuracy; in a private run
-  also what the round spent (:func:`privacy_record`: this run's ε at the site
+- ``train``: the site's name, the trained weights (``ArrayRecord``, in the
+  run's ``transfer-dtype``: float32, or float16/bfloat16 for half the bytes), the
+  number of training images and its last epoch's loss and accuracy; in a private
+  run also what the round spent (:func:`privacy_record`: this run's ε at the site
   so far, δ, the privacy unit and the DP-SGD settings; never its lifetime ε
   or its ledger) -- or, when the hospital refuses to train (its privacy
   policy or budget), an error reply saying why;
@@ -37,6 +38,7 @@ then is listed in :mod:`fedward.fl.secagg.records`.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from collections.abc import Collection, Mapping
@@ -44,6 +46,7 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 import numpy as np
+import torch
 from flwr.app import (
     Array,
     ArrayRecord,
@@ -52,6 +55,7 @@ from flwr.app import (
     MessageType,
     MetricRecord,
 )
+from flwr.common.constant import SType
 from torch import nn
 
 from fedward.errors import DataError, WeightsError
@@ -100,6 +104,7 @@ class MetricKey(StrEnum):
     SERVER_ROUND = "server-round"
     PROXIMAL_MU = "proximal-mu"  # set by Flower's FedProx in the train config
     HARMONIZE_SCALE = "harmonize-scale"  # the standard intensity scale (server)
+    RUN_ID = "run-id"  # server -> hospital: the run's id, the same after a resume
 
 
 # --- any record ----------------------------------------------------------------------
@@ -143,15 +148,86 @@ def site_name(msg: Message) -> str:
 # --- weights -------------------------------------------------------------------------
 
 
-def to_arrays(model: nn.Module, exclude: Collection[str] = ()) -> ArrayRecord:
+BFLOAT16 = "bfloat16"
+
+
+def to_arrays(
+    model: nn.Module, dtype: str = "float32", exclude: Collection[str] = ()
+) -> ArrayRecord:
     """The model's state dict as an ``ArrayRecord`` (copied to CPU).
 
-    ``exclude`` names keys left out (the site-local normalisation layers).
+    Floating tensors travel as ``dtype`` (:func:`encode_state`); ``exclude``
+    names keys left out (the site-local normalisation layers).
     """
     state = {
         k: v.detach().cpu() for k, v in model.state_dict().items() if k not in exclude
     }
-    return ArrayRecord(torch_state_dict=state)
+    return encode_state(state, dtype)
+
+
+def encode_state(state: Mapping[str, torch.Tensor], dtype: str) -> ArrayRecord:
+    """Tensors as an ``ArrayRecord`` whose floating ones are cast to ``dtype``.
+
+    ``float32`` leaves them as they are. ``bfloat16``, which NumPy lacks, travels
+    as its 16-bit patterns with the ``Array`` dtype set to ``"bfloat16"``;
+    :func:`array_values` turns it back into float32.
+    """
+    if dtype == "float32":
+        return ArrayRecord(torch_state_dict=dict(state))
+    arrays: dict[str, Array] = {}
+    for key, tensor in state.items():
+        if not tensor.is_floating_point():
+            arrays[key] = Array(tensor)
+        elif dtype == BFLOAT16:
+            bits = tensor.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+            data = Array(bits).data
+            arrays[key] = Array(BFLOAT16, tuple(tensor.shape), SType.NUMPY, data)
+        else:
+            arrays[key] = Array(tensor.to(getattr(torch, dtype)))
+    return ArrayRecord(arrays)
+
+
+def encode_arrays(record: ArrayRecord, dtype: str) -> ArrayRecord:
+    """An ``ArrayRecord`` of float32 weights re-encoded for transfer as ``dtype``."""
+    if dtype == "float32":
+        return record
+    return encode_state(state_from_arrays(record), dtype)
+
+
+def array_values(array: Array) -> np.ndarray:
+    """An ``Array``'s values without copying them (read-only), bfloat16 widened.
+
+    Reads the ``.npy`` header and views the bytes after it, so a reply's weights
+    are not held twice while they are checked and averaged.
+    """
+    if array.stype != SType.NUMPY:
+        raise WeightsError(f"unsupported array serialisation '{array.stype}'")
+    buffer = io.BytesIO(array.data)
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(buffer)
+        read = fmt.read_array_header_1_0 if version == (1, 0) else None
+        read = fmt.read_array_header_2_0 if version == (2, 0) else read
+        if read is None:
+            raise ValueError(f"unsupported .npy version {version}")
+        shape, fortran, dtype = read(buffer)
+    except ValueError as exc:
+        raise WeightsError(f"malformed array: {exc}") from None
+    if dtype.hasobject:
+        raise WeightsError("arrays of Python objects are refused")
+    count = math.prod(shape)
+    values = np.frombuffer(array.data, dtype, count, offset=buffer.tell())
+    values = values.reshape(shape, order="F" if fortran else "C")
+    if array.dtype == BFLOAT16:
+        if values.dtype != np.uint16:
+            raise WeightsError("bfloat16 array does not hold 16-bit patterns")
+        return (values.astype(np.uint32) << 16).view(np.float32)
+    return values
+
+
+def state_from_arrays(record: ArrayRecord) -> dict[str, torch.Tensor]:
+    """Tensors (writable copies) of an ``ArrayRecord``, bfloat16 widened."""
+    return {key: torch.from_numpy(array_values(record[key]).copy()) for key in record}
 
 
 def check_arrays(reference: ArrayRecord, candidate: ArrayRecord) -> list[str]:
@@ -171,10 +247,41 @@ def check_arrays(reference: ArrayRecord, candidate: ArrayRecord) -> list[str]:
         if tuple(ref.shape) != tuple(got.shape):
             problems.append(f"'{key}' has shape {got.shape}, expected {ref.shape}")
             continue
-        values = got.numpy()
-        if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+        values = array_values(got)
+        if np.issubdtype(values.dtype, np.floating) and not _all_finite(values):
             problems.append(f"'{key}' holds NaN or infinite values")
     return problems
+
+
+def _all_finite(values: np.ndarray, chunk: int = 1 << 20) -> bool:
+    flat = values.reshape(-1)
+    return all(
+        np.isfinite(flat[i : i + chunk]).all() for i in range(0, flat.size, chunk)
+    )
+
+
+def pop_array(arrays: dict[str, np.ndarray], key: str) -> Array:
+    """Take ``arrays[key]`` out of the dict as a Flower ``Array``.
+
+    Built so that the values and their serialised bytes are not held twice
+    longer than needed: at most two copies exist at any moment.
+    """
+    values = arrays.pop(key)
+    if not values.flags.c_contiguous:
+        values = np.ascontiguousarray(values)
+    header = io.BytesIO()
+    fmt = np.lib.format
+    fmt.write_array_header_1_0(header, fmt.header_data_from_array_1_0(values))
+    head = header.getvalue()
+    data = bytearray(len(head) + values.nbytes)
+    data[: len(head)] = head
+    if values.nbytes:
+        body = np.frombuffer(data, dtype=np.uint8, offset=len(head))
+        body[:] = values.reshape(-1).view(np.uint8)
+        del body
+    shape, dtype = tuple(values.shape), str(values.dtype)
+    del values
+    return Array(dtype, shape, SType.NUMPY, bytes(data))
 
 
 def load_arrays(
@@ -190,10 +297,10 @@ def load_arrays(
     WeightsError
         If keys, shapes or values do not fit the model.
     """
-    problems = check_arrays(to_arrays(model, exclude), arrays)
+    problems = check_arrays(to_arrays(model, exclude=exclude), arrays)
     if problems:
         raise WeightsError(problems)
-    model.load_state_dict(arrays.to_torch_state_dict(), strict=not exclude)
+    model.load_state_dict(state_from_arrays(arrays), strict=not exclude)
 
 
 # --- train replies -------------------------------------------------------------------

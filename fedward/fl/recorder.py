@@ -25,16 +25,48 @@ SELECTION = "global-val"  # rows the best round is chosen on (export-round = bes
 
 
 class RunRecorder:
-    """Writes a run folder as the federation goes, and logs one line per round."""
+    """Writes a run folder as the federation goes, and logs one line per round.
 
-    def __init__(self, run_dir: Path, config: FedwardConfig) -> None:
+    Parameters
+    ----------
+    run_dir
+        The run folder.
+    config
+        The run's configuration.
+    resumed_round
+        When resuming: the last complete round. Rows written after it (the round
+        a crash interrupted) are dropped; the rest are kept.
+    elapsed
+        When resuming: the seconds the run took before, counted in its
+        ``wall-seconds``.
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        config: FedwardConfig,
+        *,
+        resumed_round: int = 0,
+        elapsed: float = 0.0,
+    ) -> None:
         self.folder = RunFolder(run_dir)
         self.config = config
-        self.started = time.perf_counter()
-        self.round_started = self.started
+        self.round_started = time.perf_counter()
+        self.started = self.round_started - elapsed
         self.rows: list[dict[str, Any]] = []
-        self.folder.start(config.to_run_config())
-        self.rounds = ProgressBar("round", config.num_server_rounds).__enter__()
+        if resumed_round:
+            self.rows = self.folder.keep_rounds(RunFolder.METRICS, resumed_round)
+            self.folder.keep_rounds(RunFolder.CURVES, resumed_round)
+        else:
+            self.folder.start(config.to_run_config())
+        self.rounds = ProgressBar(
+            "round", config.num_server_rounds, done=resumed_round
+        ).__enter__()
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the run started, over all its sessions."""
+        return time.perf_counter() - self.started
 
     def _append(self, row: dict[str, Any]) -> None:
         row = json_safe(row)

@@ -90,7 +90,7 @@ def global_model(
     """
     config = site.config
     model = site.new_model()
-    keys = norm_keys(model) if config.local_norm else frozenset()
+    keys = norm_keys(model) if config.norm_stays_local else frozenset()
     local = LocalState(state_folder(context, config, site_config, site.name), keys)
     load_arrays(model, arrays, exclude=keys)
     local.restore(model)

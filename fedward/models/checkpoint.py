@@ -75,7 +75,7 @@ class ModelCard:
             config.image_size,
             server_round,
             list(harmonize_scale),
-            config.local_norm,
+            config.norm_stays_local,
         )
 
     @classmethod

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,10 +11,13 @@ from typing import Any
 from fedward.config import AttackConfig, FedwardConfig
 from fedward.data.discovery import data_class_names, hospital_folders
 from fedward.errors import ConfigError, DataError, FedwardError
+from fedward.fl.resume import ResumePoint
 from fedward.reporting.finish import finish_run
 from fedward.runfolder import RunFolder
+from fedward.signing import Trust
 from fedward.simulation.attacks import Attacks, check_sites
 from fedward.simulation.demo import demo_root, ensure_demo
+from fedward.simulation.engine import RaySettings, run_engine
 
 logger = logging.getLogger(__name__)
 
@@ -77,21 +79,35 @@ def prepare(config: FedwardConfig, *, scenario: str = "simulation") -> FedwardCo
     )
 
 
-def backend_config(cpus: int | None = None) -> dict[str, Any]:
-    """Ray settings: one client at a time, each using every core (or a GPU)."""
-    import torch
+def resume_config(run_dir: Path) -> FedwardConfig:
+    """The configuration to continue the run in ``run_dir`` with.
 
-    cpus = cpus or os.cpu_count() or 1
-    gpus = 1.0 if torch.cuda.is_available() else 0.0
-    return {
-        "client_resources": {"num_cpus": cpus, "num_gpus": gpus},
-        "init_args": {
-            "num_cpus": cpus,
-            "num_gpus": int(gpus),
-            "include_dashboard": False,
-            "logging_level": logging.ERROR,
-        },
-    }
+    The run's own ``config.json`` with ``resume`` set; its latest resume point
+    is checked here already, so that a refusal comes before the engine starts.
+
+    Raises
+    ------
+    DataError
+        If the folder has no ``config.json``.
+    ResumeError
+        If it has no complete round to resume from.
+    SignatureError
+        If the latest resume point is unsigned, changed or signed by another key.
+    """
+    folder = RunFolder(run_dir)
+    saved = folder.read_json(RunFolder.CONFIG)
+    config = FedwardConfig.from_mapping(saved).replace(
+        resume=True, run_dir=str(run_dir)
+    )
+    point = ResumePoint.load_latest(folder, Trust.of_signer(folder.signer()))
+    point.check_config(config)
+    logger.info(
+        "%s: resuming after round %d of %d",
+        run_dir,
+        point.server_round,
+        config.num_server_rounds,
+    )
+    return config
 
 
 def site_names(config: FedwardConfig) -> list[str]:
@@ -101,7 +117,21 @@ def site_names(config: FedwardConfig) -> list[str]:
     return [f"hospital-{i + 1}" for i in range(config.num_hospitals)]
 
 
-def run(config: FedwardConfig, attacks: Sequence[AttackConfig] = ()) -> dict[str, Any]:
+def saved_attacks(config: FedwardConfig) -> list[AttackConfig]:
+    """The misbehaving hospitals a run in ``config.run_dir`` was started with."""
+    folder = RunFolder(config.run_dir)
+    if not folder.has(RunFolder.ATTACKS):
+        return []
+    return AttackConfig.from_tables(folder.read_json(RunFolder.ATTACKS))
+
+
+def run(
+    config: FedwardConfig,
+    attacks: Sequence[AttackConfig] = (),
+    settings: RaySettings | None = None,
+    *,
+    verbose: bool = False,
+) -> dict[str, Any]:
     """Run the simulation described by a prepared config; return ``summary.json``.
 
     ``attacks`` make the hospitals they name misbehave (to test defences).
@@ -113,11 +143,6 @@ def run(config: FedwardConfig, attacks: Sequence[AttackConfig] = ()) -> dict[str
     FedwardError
         If the federation ended without writing a summary.
     """
-    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # quiet on CPU
-    from flwr.simulation import run_simulation
-
     from fedward.fl.client_app import make_client_app
     from fedward.fl.server_app import make_server_app
 
@@ -134,11 +159,14 @@ def run(config: FedwardConfig, attacks: Sequence[AttackConfig] = ()) -> dict[str
         )
         folder.write_json(RunFolder.ATTACKS, [a.to_mapping() for a in attacks])
         hook = Attacks(attacks, config.seed)
-    run_simulation(
-        server_app=make_server_app(config),
-        client_app=make_client_app(config, hook=hook),
-        num_supernodes=config.num_hospitals,
-        backend_config=backend_config(),
+    elif not config.resume:  # not a resumed run's: a new run has no attackers
+        folder.file(RunFolder.ATTACKS).unlink(missing_ok=True)
+    run_engine(
+        make_server_app(config),
+        make_client_app(config, hook=hook),
+        config.num_hospitals,
+        settings or RaySettings(),
+        verbose=verbose,
     )
     if not folder.has(RunFolder.SUMMARY):
         raise FedwardError(

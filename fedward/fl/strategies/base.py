@@ -13,9 +13,14 @@ that passed the checks.
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import math
+import tempfile
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
@@ -30,18 +35,22 @@ from flwr.app import (
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from fedward.errors import DataError
+from fedward.errors import DataError, WeightsError
 from fedward.fl.protocol import (
     MetricKey,
     RecordKey,
+    array_values,
     check_arrays,
     counts_from_metrics,
+    get_record,
     metric_record,
+    pop_array,
     privacy_from_reply,
     site_name,
 )
 from fedward.fl.recorder import RunRecorder
 from fedward.fl.strategies.screening import Screen, Verdict
+from fedward.learning.aggregation import RunningMean
 from fedward.metrics.counts import EvalCounts
 
 logger = logging.getLogger(__name__)
@@ -50,6 +59,7 @@ StrategyState = dict[str, np.ndarray]
 # what Flower's strategies carry from round to round: FedOpt's (FedAdam, FedYogi,
 # FedAdagrad) moments and current weights, FedAvgM's momentum and weights
 STATE_ATTRIBUTES = ("current_arrays", "m_t", "v_t", "momentum_vector")
+STATE_KINDS = ("record", "dict", "list")
 
 
 def weighted_mean(records: list[RecordDict], weight_key: str) -> MetricRecord:
@@ -103,13 +113,41 @@ class FedwardStrategy(FedAvg):
         self._sent: ArrayRecord | None = None
         # node id -> hospital (from the data check and replies), to name failures
         self.node_names: dict[int, str] = {}
+        # node id -> examples its update is weighed with (data check, replies)
+        self._examples: dict[int, float] = {}
+        self._expected_total: float | None = None
+
+    @property
+    def streams(self) -> bool:
+        """Whether replies are folded into the mean one at a time.
+
+        True when the composed strategy aggregates by FedAvg's example-weighted
+        mean (FedAvg, FedProx); the others (server optimisers, robust rules)
+        are handed the round's accepted replies together.
+        """
+        base = super().aggregate_train
+        return getattr(base, "__func__", None) is FedAvg.aggregate_train
+
+    def expect_examples(self, node_id: int, num_examples: float) -> None:
+        """How many examples a hospital will weigh its update with.
+
+        Known from the data check and from each accepted update. When every
+        hospital sampled for a round is known, updates are scaled as they
+        arrive exactly as Flower's FedAvg scales them all at the end
+        (:class:`~fedward.learning.aggregation.RunningMean`).
+        """
+        self._examples[node_id] = float(num_examples)
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Remember the global weights sent out, to check replies against them."""
         self._sent = arrays
-        return super().configure_train(server_round, arrays, config, grid)
+        messages = list(super().configure_train(server_round, arrays, config, grid))
+        nodes = [msg.metadata.dst_node_id for msg in messages]
+        known = bool(nodes) and all(n in self._examples for n in nodes)
+        self._expected_total = sum(self._examples[n] for n in nodes) if known else None
+        return messages
 
     def _update_problems(self, msg: Message) -> list[str]:
         arrays = msg.content.get(RecordKey.ARRAYS)
@@ -128,7 +166,7 @@ class FedwardStrategy(FedAvg):
         """Each well-formed reply with the screening's verdict on it."""
         if self._sent is None or not self.screen.active:
             return [(name, msg, Verdict()) for name, msg in candidates]
-        sent = {k: a.numpy() for k, a in self._sent.items()}
+        sent = _numpy(self._sent)
         replies = [
             _numpy(cast(ArrayRecord, msg.content[RecordKey.ARRAYS]))
             for _, msg in candidates
@@ -144,25 +182,118 @@ class FedwardStrategy(FedAvg):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Drop malformed, non-finite and outlying updates, then aggregate.
 
-        Rejections and the accepted hospitals' training figures are recorded;
-        the composed strategy aggregates what is left.
+        Rejections and the accepted hospitals' training figures are recorded.
+        With FedAvg's mean (:attr:`streams`) each reply is folded in as it
+        arrives and let go, so the server holds one model whatever the number
+        of hospitals (with screening on, each update waits on disk until the
+        round's median is known); any other strategy aggregates what is left.
         """
+        if self.streams:
+            return self._aggregate_streamed(server_round, replies)
+        return self._aggregate_held(server_round, replies)
+
+    def _train_reply(
+        self, server_round: int, msg: Message
+    ) -> tuple[str, MetricRecord, ArrayRecord] | None:
+        """A train reply's hospital, figures and weights; ``None`` if not usable."""
+        node = msg.metadata.src_node_id
+        if msg.has_error():  # a failure, or a refusal (e.g. privacy budget)
+            reason = msg.error.reason or f"error code {msg.error.code}"
+            name = self.node_names.get(node, f"node-{node}")
+            logger.warning("training failed at %s: %s", name, reason)
+            self.recorder.record_error(server_round, name, reason)
+            return None
+        name, problems = site_name(msg), self._update_problems(msg)
+        self.node_names[node] = name
+        if problems:
+            self._reject(server_round, name, problems)
+            return None
+        metrics = get_record(msg, RecordKey.METRICS, MetricRecord)
+        return name, metrics, get_record(msg, RecordKey.ARRAYS, ArrayRecord)
+
+    def _aggregate_streamed(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        mean = RunningMean(expected_total=self._expected_total)
+        kept: list[RecordDict] = []
+        site_metrics: dict[str, dict[str, float]] = {}
+        waiting: list[_Waiting] = []
+
+        def fold(
+            name: str,
+            metrics: MetricRecord,
+            values: Mapping[str, np.ndarray],
+            privacy: Any,
+        ) -> None:
+            mean.add(values, float(metrics[self.weighted_by_key]))  # type: ignore[arg-type]
+            kept.append(RecordDict({RecordKey.METRICS: metrics}))
+            site_metrics[name] = {k: float(v) for k, v in metrics.items()}  # type: ignore[arg-type]
+            if privacy:
+                self.recorder.record_privacy(server_round, name, privacy)
+
+        screening = self.screen.active and self._sent is not None
+        with tempfile.TemporaryDirectory(prefix="fedward-round-") as spill:
+            for msg in replies:
+                usable = self._train_reply(server_round, msg)
+                if usable is None:
+                    continue
+                name, metrics, arrays = usable
+                weight = float(metrics[self.weighted_by_key])  # type: ignore[arg-type]
+                self.expect_examples(msg.metadata.src_node_id, weight)
+                values = {k: array_values(arrays[k]) for k in arrays}
+                privacy = privacy_from_reply(msg)
+                if screening:  # wait on disk for the round's median
+                    path = Path(spill) / str(len(waiting))
+                    waiting.append(_Waiting.save(path, name, metrics, values, privacy))
+                else:
+                    fold(name, metrics, values, privacy)
+                folded = weakref.ref(arrays)
+                del msg, arrays, values, usable
+                _let_go(folded)
+            if waiting:
+                self._fold_screened(server_round, waiting, mean, kept, site_metrics)
+        self.recorder.record_train(server_round, site_metrics)
+        if not mean.count:
+            return None, None
+        means = mean.result()
+        record = ArrayRecord({k: pop_array(means, k) for k in list(means)})
+        return record, self.train_metrics_aggr_fn(kept, self.weighted_by_key)
+
+    def _fold_screened(
+        self,
+        server_round: int,
+        waiting: list[_Waiting],
+        mean: RunningMean,
+        kept: list[RecordDict],
+        site_metrics: dict[str, dict[str, float]],
+    ) -> None:
+        """Screen the updates that waited on disk, then fold the accepted ones."""
+        sent = _numpy(cast(ArrayRecord, self._sent))
+        verdicts = self.screen.verdicts(sent, [w.values() for w in waiting])
+        for item, verdict in zip(waiting, verdicts, strict=True):
+            if verdict.problems:
+                self._reject(server_round, item.name, verdict.problems)
+                continue
+            mean.add(item.values(), float(item.metrics[self.weighted_by_key]))  # type: ignore[arg-type]
+            kept.append(RecordDict({RecordKey.METRICS: item.metrics}))
+            figures = {k: float(v) for k, v in item.metrics.items()}  # type: ignore[arg-type]
+            geometry = {
+                "update-norm-ratio": verdict.norm_ratio,
+                "update-cosine": verdict.cosine,
+            }
+            figures |= {k: v for k, v in geometry.items() if math.isfinite(v)}
+            site_metrics[item.name] = figures
+            if item.privacy:
+                self.recorder.record_privacy(server_round, item.name, item.privacy)
+
+    def _aggregate_held(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         accepted: list[Message] = []
         candidates: list[tuple[str, Message]] = []
         for msg in replies:
-            node = msg.metadata.src_node_id
-            if msg.has_error():  # a failure, or a refusal (e.g. privacy budget)
-                reason = msg.error.reason or f"error code {msg.error.code}"
-                name = self.node_names.get(node, f"node-{node}")
-                self.recorder.record_error(server_round, name, reason)
-                accepted.append(msg)  # the strategy logs and skips it
-                continue
-            name, problems = site_name(msg), self._update_problems(msg)
-            self.node_names[node] = name
-            if problems:
-                self._reject(server_round, name, problems)
-                continue
-            candidates.append((name, msg))
+            if self._train_reply(server_round, msg) is not None:
+                candidates.append((site_name(msg), msg))
         site_metrics: dict[str, dict[str, float]] = {}
         for name, msg, verdict in self._screened(candidates):
             if verdict.problems:
@@ -189,13 +320,19 @@ class FedwardStrategy(FedAvg):
         self.recorder.record_rejected(server_round, name, problems)
 
     def _like_sent(self, arrays: ArrayRecord | None) -> ArrayRecord | None:
-        """The aggregate in the dtypes of the weights sent out.
+        """The aggregate in the dtypes of the weights sent out (float32 at least).
 
-        Server optimisers compute in float64; the global model stays as it was.
+        Server optimisers compute in float64; the global model stays as it was
+        (float32 when it travelled as float16 or bfloat16).
         """
         if arrays is None or self._sent is None:
             return arrays
-        dtypes = {k: a.numpy().dtype for k, a in self._sent.items()}
+        dtypes = {
+            k: np.promote_types(array_values(a).dtype, np.float32)
+            if np.issubdtype(array_values(a).dtype, np.floating)
+            else array_values(a).dtype
+            for k, a in self._sent.items()
+        }
         if all(arrays[k].dtype == str(dtypes.get(k, arrays[k].dtype)) for k in arrays):
             return arrays
         return ArrayRecord(
@@ -267,9 +404,9 @@ class FedwardStrategy(FedAvg):
         """Restore what :meth:`state` returned (before the next round starts)."""
         grouped: dict[tuple[str, str], list[tuple[str, np.ndarray]]] = {}
         for name, array in state.items():
-            attribute, kind, key = name.split("/", 2)
-            if attribute not in STATE_ATTRIBUTES:
-                raise ValueError(f"not a strategy state entry: {name!r}")
+            attribute, kind, key = [*name.split("/", 2), "", ""][:3]
+            if attribute not in STATE_ATTRIBUTES or kind not in STATE_KINDS:
+                raise WeightsError(f"not a strategy state entry: {name!r}")
             grouped.setdefault((attribute, kind), []).append((key, np.asarray(array)))
         for (attribute, kind), items in grouped.items():
             value: object
@@ -283,7 +420,52 @@ class FedwardStrategy(FedAvg):
 
 
 def _numpy(record: ArrayRecord) -> dict[str, np.ndarray]:
-    return {k: a.numpy() for k, a in record.items()}
+    return {k: array_values(a) for k, a in record.items()}
+
+
+def _let_go(folded: weakref.ref[ArrayRecord]) -> None:
+    """Free a folded reply now if a reference cycle still holds it.
+
+    Flower's record views (``RecordDict.array_records``, used by Flower's own
+    checks) link a record and its content in a cycle, which only the cyclic
+    garbage collector frees: one collection here keeps the replies of a round
+    from piling up until the collector happens to run.
+    """
+    if folded() is not None:
+        logger.debug("a folded reply is still referenced; collecting")
+        gc.collect()
+
+
+@dataclass(frozen=True)
+class _Waiting:
+    """An accepted-so-far update kept on disk until the round is screened."""
+
+    name: str
+    metrics: MetricRecord
+    folder: Path
+    keys: tuple[str, ...]
+    privacy: Any
+
+    @classmethod
+    def save(
+        cls,
+        folder: Path,
+        name: str,
+        metrics: MetricRecord,
+        values: Mapping[str, np.ndarray],
+        privacy: Any,
+    ) -> _Waiting:
+        folder.mkdir()
+        for i, array in enumerate(values.values()):
+            np.save(folder / f"{i}.npy", array)
+        return cls(name, metrics, folder, tuple(values), privacy)
+
+    def values(self) -> dict[str, np.ndarray]:
+        """The update's arrays, memory-mapped from disk."""
+        return {
+            key: np.load(self.folder / f"{i}.npy", mmap_mode="r")
+            for i, key in enumerate(self.keys)
+        }
 
 
 @functools.cache

@@ -31,6 +31,7 @@ import numpy as np
 Weights = Mapping[str, np.ndarray]
 MIN_UPDATES = 3  # fewer cannot outvote anyone
 COSINE_GAP = 1.0  # how far below the round's median cosine a rejected update is
+CHUNK = 1 << 16  # coordinates per step: n replies x 512 KiB of float64 at most
 
 
 @dataclass(frozen=True)
@@ -105,13 +106,18 @@ class Verdict:
 
 
 def update_geometry(
-    sent: Weights, replies: Sequence[Weights], *, with_cosines: bool = True
+    sent: Weights,
+    replies: Sequence[Weights],
+    *,
+    with_cosines: bool = True,
+    chunk: int = CHUNK,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each update's L2 norm and its cosine with the coordinate-wise median update.
 
-    Works one array at a time, so memory holds the replies' copies of one layer
-    at once, not of the whole model. Without ``with_cosines`` the cosines are
-    all 1 (and no median is computed).
+    Works through ``chunk`` coordinates at a time, so memory holds the replies'
+    copies of one chunk at once, not of a layer or the model: the replies may
+    be memory-mapped files. Without ``with_cosines`` the cosines are all 1 (and
+    no median is computed).
     """
     n = len(replies)
     sq_norms = np.zeros(n)
@@ -120,13 +126,17 @@ def update_geometry(
     for key, reference in sent.items():
         if not np.issubdtype(reference.dtype, np.floating):
             continue
-        base = reference.astype(np.float64).ravel()
-        deltas = np.stack([r[key].astype(np.float64).ravel() - base for r in replies])
-        sq_norms += np.einsum("ij,ij->i", deltas, deltas)
-        if with_cosines:
-            median = np.median(deltas, axis=0)
-            dots += deltas @ median
-            median_sq += float(median @ median)
+        base = reference.ravel()
+        flats = [r[key].ravel() for r in replies]
+        for start in range(0, base.size, chunk):
+            stop = start + chunk
+            here = base[start:stop].astype(np.float64)
+            deltas = np.stack([f[start:stop].astype(np.float64) - here for f in flats])
+            sq_norms += np.einsum("ij,ij->i", deltas, deltas)
+            if with_cosines:
+                median = np.median(deltas, axis=0)
+                dots += deltas @ median
+                median_sq += float(median @ median)
     norms = np.sqrt(sq_norms)
     denominator = norms * np.sqrt(median_sq)
     cosines = np.divide(dots, denominator, out=np.ones(n), where=denominator > 0)

@@ -39,7 +39,7 @@ def config(write_folder: WriteFolder, tmp_path: Path) -> FedwardConfig:
     return FedwardConfig(
         image_size=32, batch_size=4, local_epochs=1, val_fraction=0.2,
         test_fraction=0.3, data_root=str(tmp_path / "data"),
-        num_hospitals=HOSPITALS, augment=False,
+        num_hospitals=HOSPITALS, augment=False, model="seed-cnn",
     )  # fmt: skip
 
 
