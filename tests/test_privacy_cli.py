@@ -61,7 +61,9 @@ def test_audit_membership_writes_aggregate_figures_locally(
     tmp_path: Path, write_folder: WriteFolder, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data = write_folder("general", per_class=8)
-    config = FedwardConfig(image_size=32, val_fraction=0.25, test_fraction=0.25)
+    config = FedwardConfig(
+        model="seed-cnn", image_size=32, val_fraction=0.25, test_fraction=0.25
+    )
     run = RunFolder(tmp_path / "run")
     run.start(config.to_run_config())
     torch.manual_seed(0)

@@ -17,7 +17,12 @@ from fedward.learning.privacy import Mechanism, RoundPlan
 from fedward.models import get_model
 
 CONFIG = FedwardConfig(
-    image_size=32, batch_size=16, learning_rate=1e-3, augment=False, seed=3
+    model="seed-cnn",
+    image_size=32,
+    batch_size=16,
+    learning_rate=1e-3,
+    augment=False,
+    seed=3,
 )
 
 
