@@ -289,3 +289,49 @@ def test_an_array_of_python_objects_is_refused() -> None:
 
     with pytest.raises(WeightsError, match="objects"):
         array_values(evil)
+
+
+def test_screened_updates_wait_on_disk_and_an_outlier_is_left_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fedward.fl.strategies.screening import Screen
+
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    monkeypatch.setenv("TMPDIR", str(spill))
+    monkeypatch.setattr("tempfile.tempdir", None)  # TMPDIR is read again
+    recorder = RunRecorder(tmp_path / "run", FedwardConfig())
+    s = FedwardFedAvg(
+        recorder=recorder,
+        class_names=["normal", "opacity"],
+        screen=Screen(norm_bound=10.0),
+    )
+    assert s.streams
+    base = weights(0)
+    s._sent = ArrayRecord(torch_state_dict=base)
+
+    def near(seed: int, scale: float) -> dict[str, torch.Tensor]:
+        w = weights(seed)
+        return {
+            k: base[k] + scale * (w[k] - base[k]) if v.is_floating_point() else v
+            for k, v in w.items()
+        }
+
+    honest = {i: near(i, 0.01) for i in (1, 2, 3)}
+    sizes = {1: 10, 2: 30, 3: 20, 4: 40}
+    updates = {**honest, 4: near(4, 5.0)}  # 500x the others' update norm
+    replies = (
+        train_reply(i, ArrayRecord(torch_state_dict=updates[i]), sizes[i])
+        for i in (1, 2, 3, 4)
+    )
+
+    new, _ = s.aggregate_train(1, replies)
+
+    assert new is not None
+    total = sum(sizes[i] for i in honest)
+    expected = sum(honest[i]["dense"] * sizes[i] / total for i in honest)
+    torch.testing.assert_close(state_from_arrays(new)["dense"], expected)
+    rejected = [r for r in recorder.rows if r["scope"] == "rejected"]
+    assert [r["site"] for r in rejected] == ["h4"]
+    assert "median" in rejected[0]["problems"][0]
+    assert list(spill.iterdir()) == []  # the waiting updates are removed

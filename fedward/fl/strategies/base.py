@@ -18,7 +18,7 @@ import logging
 import math
 import tempfile
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -49,7 +49,7 @@ from fedward.fl.protocol import (
     site_name,
 )
 from fedward.fl.recorder import RunRecorder
-from fedward.fl.strategies.screening import Screen, Verdict
+from fedward.fl.strategies.screening import Screen, Verdict, update_norm
 from fedward.learning.aggregation import RunningMean
 from fedward.metrics.counts import EvalCounts
 
@@ -232,6 +232,7 @@ class FedwardStrategy(FedAvg):
                 self.recorder.record_privacy(server_round, name, privacy)
 
         screening = self.screen.active and self._sent is not None
+        sent = _numpy(self._sent) if screening and self._sent is not None else {}
         with tempfile.TemporaryDirectory(prefix="fedward-round-") as spill:
             for msg in replies:
                 usable = self._train_reply(server_round, msg)
@@ -244,7 +245,10 @@ class FedwardStrategy(FedAvg):
                 privacy = privacy_from_reply(msg)
                 if screening:  # wait on disk for the round's median
                     path = Path(spill) / str(len(waiting))
-                    waiting.append(_Waiting.save(path, name, metrics, values, privacy))
+                    norm = update_norm(sent, values)
+                    waiting.append(
+                        _Waiting.save(path, name, metrics, values, privacy, norm)
+                    )
                 else:
                     fold(name, metrics, values, privacy)
                 folded = weakref.ref(arrays)
@@ -269,12 +273,16 @@ class FedwardStrategy(FedAvg):
     ) -> None:
         """Screen the updates that waited on disk, then fold the accepted ones."""
         sent = _numpy(cast(ArrayRecord, self._sent))
-        verdicts = self.screen.verdicts(sent, [w.values() for w in waiting])
+        # the norms were measured as the updates arrived: only the direction
+        # check (off by default) reads them back, all at once
+        verdicts = self.screen.verdicts(
+            sent, [w.lazy() for w in waiting], [w.norm for w in waiting]
+        )
         for item, verdict in zip(waiting, verdicts, strict=True):
             if verdict.problems:
                 self._reject(server_round, item.name, verdict.problems)
                 continue
-            mean.add(item.values(), float(item.metrics[self.weighted_by_key]))  # type: ignore[arg-type]
+            mean.add(item.lazy(), float(item.metrics[self.weighted_by_key]))  # type: ignore[arg-type]
             kept.append(RecordDict({RecordKey.METRICS: item.metrics}))
             figures = {k: float(v) for k, v in item.metrics.items()}  # type: ignore[arg-type]
             geometry = {
@@ -423,6 +431,25 @@ def _numpy(record: ArrayRecord) -> dict[str, np.ndarray]:
     return {k: array_values(a) for k, a in record.items()}
 
 
+class _LazyArrays(Mapping[str, np.ndarray]):
+    """A waiting update's arrays, opened one key at a time."""
+
+    def __init__(self, waiting: _Waiting) -> None:
+        self._waiting = waiting
+        self._index = {k: i for i, k in enumerate(waiting.keys)}
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        path = self._waiting.folder / f"{self._index[key]}.npy"
+        array: np.ndarray = np.load(path, mmap_mode="r")
+        return array
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._waiting.keys)
+
+    def __len__(self) -> int:
+        return len(self._waiting.keys)
+
+
 def _let_go(folded: weakref.ref[ArrayRecord]) -> None:
     """Free a folded reply now if a reference cycle still holds it.
 
@@ -445,6 +472,7 @@ class _Waiting:
     folder: Path
     keys: tuple[str, ...]
     privacy: Any
+    norm: float
 
     @classmethod
     def save(
@@ -454,18 +482,16 @@ class _Waiting:
         metrics: MetricRecord,
         values: Mapping[str, np.ndarray],
         privacy: Any,
+        norm: float,
     ) -> _Waiting:
         folder.mkdir()
         for i, array in enumerate(values.values()):
             np.save(folder / f"{i}.npy", array)
-        return cls(name, metrics, folder, tuple(values), privacy)
+        return cls(name, metrics, folder, tuple(values), privacy, norm)
 
-    def values(self) -> dict[str, np.ndarray]:
-        """The update's arrays, memory-mapped from disk."""
-        return {
-            key: np.load(self.folder / f"{i}.npy", mmap_mode="r")
-            for i, key in enumerate(self.keys)
-        }
+    def lazy(self) -> Mapping[str, np.ndarray]:
+        """The arrays, each mapped from disk only when asked for."""
+        return _LazyArrays(self)
 
 
 @functools.cache

@@ -57,17 +57,26 @@ class Screen:
         """Whether any rule is on."""
         return self.norm_bound > 0 or self.min_cosine > -1.0
 
-    def verdicts(self, sent: Weights, replies: Sequence[Weights]) -> list[Verdict]:
+    def verdicts(
+        self,
+        sent: Weights,
+        replies: Sequence[Weights],
+        norms: Sequence[float] | None = None,
+    ) -> list[Verdict]:
         """Each reply's geometry and reasons for rejection, in order.
 
         Only floating-point arrays present in ``sent`` count; replies are
         assumed well formed (same keys and shapes as ``sent``). With fewer than
         three replies (or no rule on) every reply is accepted unmeasured.
+        ``norms``, each update's norm measured as it arrived
+        (:func:`update_norm`), spares reading the replies again: the
+        direction check alone then reads them.
         """
         out = [Verdict() for _ in replies]
         if not self.active or len(replies) < MIN_UPDATES:
             return out
-        norms, _ = update_geometry(sent, replies, with_cosines=False)
+        if norms is None:
+            norms = list(update_geometry(sent, replies, with_cosines=False)[0])
         median = max(float(np.median(norms)), 1e-30)
         for verdict, norm in zip(out, norms, strict=True):
             verdict.norm_ratio = float(norm / median)
@@ -103,6 +112,12 @@ class Verdict:
     norm_ratio: float = float("nan")
     cosine: float = float("nan")
     problems: list[str] = field(default_factory=list)
+
+
+def update_norm(sent: Weights, reply: Weights) -> float:
+    """The L2 norm of one update (``reply - sent``, floating arrays of ``sent``)."""
+    norms, _ = update_geometry(sent, [reply], with_cosines=False)
+    return float(norms[0])
 
 
 def update_geometry(
