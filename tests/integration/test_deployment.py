@@ -180,10 +180,13 @@ def test_the_good_hospitals_kept_the_final_model_signed_by_the_server(
     assert [("refuses app" in reason) for reason in record["refused"].values()] == [
         True
     ]
+    # the round exported (export-round = best: chosen on validation images)
+    exported = json.loads((tmp / "run" / "summary.json").read_text())["exported-round"]
+    assert exported in (1, 2)
     for name in ("st-mary", "general"):
         kept = list((tmp / f"{name}-models").iterdir())
         assert len(kept) == 1
-        assert Predictor(kept[0], trust).card.server_round == 2
+        assert Predictor(kept[0], trust).card.server_round == exported
     # the run folder and its export carry the consortium's model-signing signature
     run = RunFolder(tmp / "run").verify(trust)
     export = verify_folder(tmp / "run" / "export", ["model.onnx", "model.json"], trust)
