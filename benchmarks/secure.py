@@ -46,7 +46,8 @@ from fedward.fl.secagg.strategy import SecureAggregation
 from fedward.fl.strategies import FedwardFedAvg
 from fedward.models import get_model
 from fedward.simulation.demo import write_demo
-from tests.fl.secagg.grid import RUN_ID, LocalGrid
+from fedward.simulation.inprocess import InProcessGrid, act_as_server
+from tests.fl.secagg.grid import RUN_ID
 
 MODES = ("plain", "secure", "secagg+")
 
@@ -64,7 +65,7 @@ def node_configs(hospitals: int) -> dict[int, dict[str, bool | float | int | str
     }
 
 
-def fedward_round(config: FedwardConfig, grid: LocalGrid) -> ArrayRecord:
+def fedward_round(config: FedwardConfig, grid: InProcessGrid) -> ArrayRecord:
     recorder = RunRecorder(Path(config.run_dir), config)
     inner = FedwardFedAvg(
         recorder=recorder,
@@ -85,7 +86,7 @@ def fedward_round(config: FedwardConfig, grid: LocalGrid) -> ArrayRecord:
     return result.arrays
 
 
-def secaggplus_round(config: FedwardConfig, grid: LocalGrid) -> ArrayRecord:
+def secaggplus_round(config: FedwardConfig, grid: InProcessGrid) -> ArrayRecord:
     """Flower's legacy SecAgg+ over the same Site, model and transport."""
     from flwr.client import NumPyClient
     from flwr.client.mod import secaggplus_mod
@@ -154,11 +155,11 @@ def run_mode(
 ) -> tuple[dict[str, float], ArrayRecord]:
     """One federation in ``mode``; its timings and bytes, and the final weights."""
     nodes = node_configs(config.num_hospitals)
-    grid = LocalGrid(dict.fromkeys(nodes, make_client_app(config)), nodes)
+    grid = InProcessGrid(make_client_app(config), nodes, run_id=RUN_ID)
     grid.die_after[drop] = (
         "train.collect_masked_vectors" if mode == "secagg+" else "train"
     )
-    run: Callable[[FedwardConfig, LocalGrid], ArrayRecord] = (
+    run: Callable[[FedwardConfig, InProcessGrid], ArrayRecord] = (
         secaggplus_round if mode == "secagg+" else fedward_round
     )
     start = time.perf_counter()
@@ -240,9 +241,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="best of N, interleaved")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
-    from flwr.supercore.task_identity import TaskIdentity
-
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = RUN_ID, 1, 1
+    act_as_server(RUN_ID)
     torch.set_num_threads(os.cpu_count() or 1)
     work = Path(tempfile.mkdtemp(prefix="fedward-secure-bench-"))
     results = {h: bench(h, args, work) for h in args.hospitals}

@@ -5,7 +5,6 @@ Grid and Message metadata) is stood in for.
 """
 
 import json
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +27,7 @@ from fedward.models import get_model
 from fedward.models.checkpoint import ModelCard
 from fedward.runfolder import RunFolder
 from fedward.signing import Signer, Trust
+from fedward.simulation.inprocess import ClientFn, InProcessGrid
 from tests.messages import instruction
 
 CONFIG = FedwardConfig(image_size=32)
@@ -152,29 +152,13 @@ def server_task(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(TaskIdentity, "_task_id", 1)
 
 
-class LoopbackGrid:
-    """Flower's Grid as far as the delivery uses it: each node runs the ClientApp."""
+def refuses(reason: str) -> ClientFn:
+    """A node whose app does not run (e.g. its gate refuses it): an error reply."""
 
-    def __init__(
-        self, contexts: dict[int, Context], errors: dict[int, str] | None = None
-    ) -> None:
-        self.contexts = contexts
-        self.errors = errors or {}  # nodes whose app does not run: an error reply
-        self.app = make_client_app(CONFIG)
+    def answer(message: Message, context: Context) -> Message:
+        return Message(Error(code=0, reason=reason), reply_to=message)
 
-    def get_node_ids(self) -> list[int]:
-        return [*self.contexts, *self.errors]
-
-    def send_and_receive(
-        self, messages: Iterable[Message], timeout: float
-    ) -> Iterator[Message]:
-        for msg in messages:
-            node = msg.metadata.dst_node_id
-            sent = instruction(msg.content, node, msg.metadata.message_type)
-            if node in self.errors:
-                yield Message(Error(code=0, reason=self.errors[node]), reply_to=sent)
-            else:
-                yield self.app(sent, self.contexts[node])
+    return answer
 
 
 @pytest.mark.usefixtures("server_task")
@@ -182,17 +166,23 @@ def test_the_server_records_who_accepted_and_who_refused(
     certs: dict[str, Path], tmp_path: Path
 ) -> None:
     good, other = certs["consortium"] / "ca.crt", certs["stranger"] / "ca.crt"
-    grid = LoopbackGrid(
+    app = make_client_app(CONFIG)
+    grid = InProcessGrid(
         {
-            1: hospital(tmp_path / "a", "st-mary", good),
-            2: hospital(tmp_path / "b", "general", other),
+            1: app,
+            2: app,
+            3: refuses("hospital st-luke refuses app fedward/fedward 0.1.0"),
         },
-        errors={3: "hospital st-luke refuses app fedward/fedward 0.1.0"},
+        {
+            1: hospital(tmp_path / "a", "st-mary", good).node_config,
+            2: hospital(tmp_path / "b", "general", other).node_config,
+            3: {},
+        },
     )
     folder = RunFolder(tmp_path / "run")
 
     deliver_final_model(
-        grid,  # type: ignore[arg-type]
+        grid,
         folder,
         CARD,
         to_arrays_of(weights()),
@@ -214,10 +204,13 @@ def test_the_server_records_who_accepted_and_who_refused(
 def test_no_final_model_is_sent_when_signed_by_a_run_local_key(
     tmp_path: Path,
 ) -> None:
-    grid = LoopbackGrid({1: hospital(tmp_path, "st-mary", tmp_path / "none.crt")})
+    grid = InProcessGrid(
+        make_client_app(CONFIG),
+        {1: hospital(tmp_path, "st-mary", tmp_path / "none.crt").node_config},
+    )
 
     result = deliver_final_model(
-        grid,  # type: ignore[arg-type]
+        grid,
         RunFolder(tmp_path / "run"),
         CARD,
         to_arrays_of(weights()),

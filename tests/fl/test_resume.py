@@ -24,7 +24,7 @@ from fedward.models.checkpoint import ModelCard
 from fedward.runfolder import RunFolder
 from fedward.signing import Signer, Trust
 from fedward.simulation.demo import write_demo
-from tests.loopback import LoopbackGrid, ServerKilled
+from tests.loopback import ServerKilled, loopback_grid
 
 CARD = ModelCard("seed-cnn", ["normal", "opacity"], 3, 32)
 
@@ -222,17 +222,17 @@ def test_a_server_stopped_mid_round_resumes_to_the_same_weights(
     demo: Path, tmp_path: Path
 ) -> None:
     whole = federation(demo, tmp_path / "whole")
-    run_federation(LoopbackGrid(make_client_app(whole), 3), whole)
+    run_federation(loopback_grid(make_client_app(whole), 3), whole)
     broken = federation(demo, tmp_path / "broken")
     with pytest.raises(ServerKilled):
         run_federation(
-            LoopbackGrid(make_client_app(broken), 3, kill_in_round(2)), broken
+            loopback_grid(make_client_app(broken), 3, kill_in_round(2)), broken
         )
     rows = (tmp_path / "broken" / RunFolder.METRICS).read_text().splitlines()
     assert {json.loads(r)["round"] for r in rows} == {1}
 
     resumed = broken.replace(resume=True)
-    run_federation(LoopbackGrid(make_client_app(resumed), 3), resumed)
+    run_federation(loopback_grid(make_client_app(resumed), 3), resumed)
 
     a, b = weights(tmp_path / "whole"), weights(tmp_path / "broken")
     assert a.keys() == b.keys()

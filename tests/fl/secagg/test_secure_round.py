@@ -24,8 +24,9 @@ from fedward.fl.strategies import FedwardFedAvg
 from fedward.metrics.counts import EvalCounts, pool
 from fedward.models import get_model
 from fedward.runfolder import RunFolder
+from fedward.simulation.inprocess import InProcessGrid
 from tests.conftest import WriteFolder
-from tests.fl.secagg.grid import LocalGrid, server_task
+from tests.fl.secagg.grid import RUN_ID, server_task
 
 HOSPITALS = 3
 NodeConfig = dict[str, bool | float | int | str]
@@ -43,7 +44,7 @@ def config(write_folder: WriteFolder, tmp_path: Path) -> FedwardConfig:
     )  # fmt: skip
 
 
-def make_grid(config: FedwardConfig, audit: Path | None = None) -> LocalGrid:
+def make_grid(config: FedwardConfig, audit: Path | None = None) -> InProcessGrid:
     app = make_client_app(config)
     configs: dict[int, NodeConfig] = {}
     for i in range(HOSPITALS):
@@ -51,10 +52,12 @@ def make_grid(config: FedwardConfig, audit: Path | None = None) -> LocalGrid:
         if audit is not None:
             node["audit-dir"] = str(audit / f"hospital-{i + 1}")
         configs[100 + i] = node
-    return LocalGrid(dict.fromkeys(configs, app), configs)
+    return InProcessGrid(app, configs, run_id=RUN_ID)
 
 
-def federate(config: FedwardConfig, grid: LocalGrid, rounds: int = 1) -> ArrayRecord:
+def federate(
+    config: FedwardConfig, grid: InProcessGrid, rounds: int = 1
+) -> ArrayRecord:
     recorder = RunRecorder(Path(config.run_dir), config)
     inner = FedwardFedAvg(
         recorder=recorder, class_names=config.classes, min_train_nodes=2,
