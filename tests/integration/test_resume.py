@@ -87,12 +87,22 @@ def test_a_killed_server_resumes_to_the_same_final_weights(tmp_path: Path) -> No
     finished(simulate(*settings(data, whole)), tmp_path)
 
     assert "resuming after round 1 of 3" in resumed.stderr
-    a = torch.load(whole / RunFolder.CHECKPOINT, weights_only=True)
-    b = torch.load(killed / RunFolder.CHECKPOINT, weights_only=True)
-    assert a["round"] == b["round"] == 3
-    for key, values in a["state_dict"].items():
-        assert torch.allclose(values, b["state_dict"][key], rtol=0, atol=1e-6), key
+    # the weights after the last round (its resume point), and the round
+    # exported (export-round = best), are the same
+    last = [
+        RunFolder(r).resume_point(3) / RunFolder.CHECKPOINT for r in (whole, killed)
+    ]
+    exported = [r / RunFolder.CHECKPOINT for r in (whole, killed)]
+    for a_path, b_path in (last, exported):
+        a = torch.load(a_path, weights_only=True)
+        b = torch.load(b_path, weights_only=True)
+        assert a["round"] == b["round"]
+        for key, values in a["state_dict"].items():
+            assert torch.allclose(values, b["state_dict"][key], rtol=0, atol=1e-6), key
+    assert torch.load(last[1], weights_only=True)["round"] == 3
     assert global_rows(whole) == global_rows(killed)
     summary = json.loads((killed / RunFolder.SUMMARY).read_text())
+    whole_summary = json.loads((whole / RunFolder.SUMMARY).read_text())
     assert summary["rounds"] == 3
+    assert summary["exported-round"] == whole_summary["exported-round"]
     assert (killed / "export" / "model.onnx").is_file()

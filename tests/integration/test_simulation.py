@@ -27,7 +27,8 @@ def test_two_hospitals_one_round_writes_a_complete_run_folder(tmp_path: Path) ->
     site_n = sum(s["num-examples"] for s in summary["final"]["sites"].values())
     assert summary["final"]["global"]["num-examples"] == site_n
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert {r["scope"] for r in rows} == {"train", "global", "site"}
+    # global-val: the pooled validation figures the best round is chosen on
+    assert {r["scope"] for r in rows} == {"train", "global", "site", "global-val"}
     assert json.loads((run / "config.json").read_text())["num-hospitals"] == 2
     saved = torch.load(run / "model.pt", weights_only=True)
     assert saved["round"] == 1
