@@ -17,7 +17,11 @@ from fedward.learning.loops import seed_everything
 from fedward.learning.privacy import Mechanism, RoundPlan
 from fedward.models import get_model
 from fedward.models.checkpoint import ModelCard
-from fedward.models.groupnorm import build_run_model, run_model_name
+from fedward.models.groupnorm import (
+    GROUPNORM_VARIANTS,
+    build_run_model,
+    run_model_name,
+)
 from fedward.simulation.demo import write_demo
 
 
@@ -27,7 +31,7 @@ def images(n: int, size: int = 32) -> DecodedImages:
     return DecodedImages(pixels, torch.arange(n) % 2, [f"img-{i}" for i in range(n)])
 
 
-@pytest.mark.parametrize("name", ["resnet18", "densenet121"])
+@pytest.mark.parametrize("name", ["seed-cnn-bn", "resnet18", "densenet121"])
 def test_batchnorm_models_become_groupnorm_when_the_run_asks_for_dp(
     name: str,
 ) -> None:
@@ -36,8 +40,10 @@ def test_batchnorm_models_become_groupnorm_when_the_run_asks_for_dp(
 
     model = build_run_model(private.replace(image_size=32))
 
-    assert run_model_name(private) == f"{name}-gn"
-    assert ModelCard.of_run(private, 1).model == f"{name}-gn"  # predict rebuilds it
+    gn = GROUPNORM_VARIANTS[name]  # seed-cnn-bn -> seed-cnn-gn
+    assert gn.endswith("-gn")
+    assert run_model_name(private) == gn
+    assert ModelCard.of_run(private, 1).model == gn  # predict rebuilds it
     assert run_model_name(private.replace(dp=False)) == name
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     assert any(isinstance(m, nn.GroupNorm) for m in model.modules())
