@@ -4,11 +4,13 @@
 images once, then every round ``Site.fit`` at each hospital (the very calls the
 ClientApp makes: channels-last, augmentation, validation each epoch), FedAvg by
 hand (example-weighted, the same running sum as the server's), and
-``Site.evaluate`` of the new global model at each hospital. One process, torch
-with every core: its best speed.
+``Site.evaluate`` of the new global model at each hospital (on the validation
+images too with ``export-round = "best"``), on images harmonised as the
+federation harmonises them. One process, torch with every core: its best speed.
 
 ``everything`` adds what ``fedward simulate`` does besides: the pre-training data
-check, the signed checkpoint and resume point every round, the run folder's
+check, the signed checkpoint and resume point every round (and the best round's
+checkpoint), the run folder's
 records and the final plot and export, so that the difference to the
 simulation is Flower's engine alone.
 
@@ -28,12 +30,13 @@ from fedward.config import FedwardConfig
 from fedward.data.discovery import data_class_names, hospital_folders
 from fedward.data.load import load_site, site_for_folder
 from fedward.data.stats import compare_sites, site_statistics
+from fedward.fl.data_check import harmonize_scale
 from fedward.fl.recorder import RunRecorder
 from fedward.fl.resume import ResumePoint, capture_rng, new_run_id
 from fedward.learning.aggregation import RunningMean
 from fedward.learning.loops import seed_everything
 from fedward.learning.site import Site
-from fedward.models.checkpoint import ModelCard
+from fedward.models.checkpoint import ModelCard, save_checkpoint
 from fedward.reporting.finish import finish_run
 from fedward.runfolder import RunFolder
 
@@ -63,11 +66,17 @@ def federate(
     run = RunFolder(run_dir)
     recorder = RunRecorder(run.path, config) if everything else None
     signer = run.signer() if everything else None
+    tick = time.perf_counter()
+    stats = {s.name: site_statistics(s.data, config.classes) for s in sites}
     if everything:
-        tick = time.perf_counter()
-        stats = {s.name: site_statistics(s.data, config.classes) for s in sites}
         run.write_json(RunFolder.DATA_CHECK, compare_sites(stats, config.classes))
-        times["data-check-s"] = time.perf_counter() - tick
+    scale: list[float] = []
+    if config.harmonize != "none":  # as the server's data check and the sites do
+        scale = harmonize_scale(stats)
+        sites = [site.harmonized(scale) for site in sites]
+    times["data-check-s"] = time.perf_counter() - tick
+    # export-round = best: each round is also evaluated on the validation images
+    with_val = config.export_round == "best" and config.eval_split != "val"
     seed_everything(config.seed)
     model = sites[0].new_model()
     state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -85,14 +94,21 @@ def federate(
         state = {k: torch.from_numpy(v) for k, v in mean.result().items()}
         model.load_state_dict(state)
         counts = {s.name: s.evaluate(model, config.eval_split) for s in sites}
+        val = {s.name: s.evaluate(model, "val") for s in sites} if with_val else {}
         if recorder is not None and signer is not None:
             tick = time.perf_counter()
             recorder.record_train(server_round, train_metrics)
             f1 = recorder.record_evaluation(server_round, counts)["f1"]
+            if val:
+                recorder.record_selection(server_round, val)
+            card = ModelCard.of_run(config, server_round, scale)
+            if recorder.summary()["best-round"] == server_round:  # as ExportedRound
+                best = run.file(RunFolder.BEST_CHECKPOINT)
+                save_checkpoint(best, card, state)
             ResumePoint(
                 server_round, state, run_id, config.to_run_config(), {},
                 capture_rng(), recorder.elapsed,
-            ).save(run, signer, ModelCard.of_run(config, server_round))  # fmt: skip
+            ).save(run, signer, card)  # fmt: skip
             saving += time.perf_counter() - tick
     if recorder is not None:
         recorder.finish()
