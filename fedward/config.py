@@ -704,6 +704,13 @@ def _flatten(raw: Mapping[str, Any]) -> dict[str, Any]:
 
 def _heterogeneity_problems(config: FedwardConfig) -> list[str]:
     problems = []
+    if config.transfer_dtype != "float32" and config.strategy not in STREAMED:
+        # the others aggregate the 16-bit arrays as they arrive (and NumPy has no
+        # bfloat16); FedAvg's running mean widens each update to float32 first
+        problems.append(
+            f"'transfer-dtype' = {config.transfer_dtype!r} needs a strategy that "
+            f"averages ({', '.join(STREAMED)}); got {config.strategy!r}"
+        )
     if config.strategy == "multikrum" and (
         config.num_nodes_to_select > config.min_train_nodes
     ):
@@ -718,6 +725,9 @@ def _heterogeneity_problems(config: FedwardConfig) -> list[str]:
         )
     return problems
 
+
+# strategies whose aggregate is FedAvg's mean, folded one reply at a time
+STREAMED = ("fedavg", "fedprox")
 
 # models with normalisation layers that 'local-norm' can keep at each hospital
 NORM_MODELS = ("seed-cnn-bn", "resnet18", "densenet121")

@@ -133,3 +133,11 @@ def test_batch_norm_stays_at_each_hospital_under_secure_aggregation() -> None:
     assert secure.norm_stays_local  # running statistics exceed the clip range
     assert not private.norm_stays_local  # DP trains the GroupNorm variant
     assert not seed.norm_stays_local
+
+
+def test_half_precision_on_the_wire_needs_an_averaging_strategy() -> None:
+    for strategy in ("fedavg", "fedprox"):
+        config = {"transfer-dtype": "bfloat16", "strategy": strategy}
+        assert FedwardConfig.from_mapping(config).transfer_dtype == "bfloat16"
+    with pytest.raises(ConfigError, match="'transfer-dtype' = 'float16' needs"):
+        FedwardConfig.from_mapping({"transfer-dtype": "float16", "strategy": "krum"})
