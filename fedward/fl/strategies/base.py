@@ -255,7 +255,9 @@ class FedwardStrategy(FedAvg):
                 del msg, arrays, values, usable
                 _let_go(folded)
             if waiting:
-                self._fold_screened(server_round, waiting, mean, kept, site_metrics)
+                self._fold_screened(
+                    server_round, sent, waiting, mean, kept, site_metrics
+                )
         self.recorder.record_train(server_round, site_metrics)
         if not mean.count:
             return None, None
@@ -266,13 +268,13 @@ class FedwardStrategy(FedAvg):
     def _fold_screened(
         self,
         server_round: int,
+        sent: Mapping[str, np.ndarray],
         waiting: list[_Waiting],
         mean: RunningMean,
         kept: list[RecordDict],
         site_metrics: dict[str, dict[str, float]],
     ) -> None:
         """Screen the updates that waited on disk, then fold the accepted ones."""
-        sent = _numpy(cast(ArrayRecord, self._sent))
         # the norms were measured as the updates arrived: only the direction
         # check (off by default) reads them back, all at once
         verdicts = self.screen.verdicts(
@@ -328,19 +330,15 @@ class FedwardStrategy(FedAvg):
         self.recorder.record_rejected(server_round, name, problems)
 
     def _like_sent(self, arrays: ArrayRecord | None) -> ArrayRecord | None:
-        """The aggregate in the dtypes of the weights sent out (float32 at least).
+        """The aggregate in the dtypes of the weights sent out.
 
-        Server optimisers compute in float64; the global model stays as it was
-        (float32 when it travelled as float16 or bfloat16).
+        Server optimisers compute in float64; the global model stays as it was.
+        (Only the averaging strategies, which do not come here, take a 16-bit
+        ``transfer-dtype``, so what was sent is the global model's own dtype.)
         """
         if arrays is None or self._sent is None:
             return arrays
-        dtypes = {
-            k: np.promote_types(array_values(a).dtype, np.float32)
-            if np.issubdtype(array_values(a).dtype, np.floating)
-            else array_values(a).dtype
-            for k, a in self._sent.items()
-        }
+        dtypes = {k: array_values(a).dtype for k, a in self._sent.items()}
         if all(arrays[k].dtype == str(dtypes.get(k, arrays[k].dtype)) for k in arrays):
             return arrays
         return ArrayRecord(
