@@ -158,7 +158,7 @@ def make_client_app(
                 spent = None
             else:
                 result, spent = private.fit(
-                    trainer, model, server_round, run_id(context)
+                    trainer, model, server_round, run_id(context), proximal_mu=mu
                 )
         except PrivacyError as exc:
             logger.warning("%s", exc)

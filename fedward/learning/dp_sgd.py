@@ -19,6 +19,8 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -29,6 +31,9 @@ from fedward.data.datasets import DecodedImages, Transform
 from fedward.errors import PrivacyError
 from fedward.learning.loops import EpochStats, TrainResult
 from fedward.learning.privacy import Mechanism, RoundPlan
+
+if TYPE_CHECKING:
+    from opacus.optimizers import DPOptimizer
 
 logger = logging.getLogger(__name__)
 
@@ -110,11 +115,15 @@ def train_dp_sgd(
     device: torch.device,
     accountant: str,
     on_epoch: Callable[[EpochStats], None] | None = None,
+    proximal_mu: float = 0.0,
 ) -> tuple[TrainResult, list[Mechanism]]:
     """Train ``model`` in place with Adam under Opacus' DP-SGD.
 
     Returns the training figures and the mechanisms Opacus' accountant recorded,
-    which must equal the plan's.
+    which must equal the plan's. With ``proximal_mu`` > 0 each step adds
+    FedProx's ``mu * (w - w_global)`` to the clipped, noised gradient,
+    ``w_global`` being ``model`` as it is passed in. That term reads no image,
+    so adding it after the noise is post-processing and costs no privacy.
 
     Raises
     ------
@@ -130,6 +139,7 @@ def train_dp_sgd(
     noise = torch.Generator(device=device).manual_seed(secrets.randbits(63))
     loader = DataLoader(units, batch_size=batch_size, generator=sampling)
     result = TrainResult(num_examples=len(units.data), seconds=0.0)  # FedAvg weight
+    proximal = _Proximal.around(model, proximal_mu) if proximal_mu > 0 else None
     start = time.perf_counter()
     with outputs_copied(model), warnings.catch_warnings():
         # Opacus warns that secure RNG needs torchcsprng (see docs/privacy.md) and
@@ -147,7 +157,7 @@ def train_dp_sgd(
         )
         try:
             for _ in range(epochs):
-                stats = _epoch(private, dp_optimizer, dp_loader, device)
+                stats = _epoch(private, dp_optimizer, dp_loader, device, proximal)
                 result.epochs.append(stats)
                 if on_epoch is not None:
                     on_epoch(stats)
@@ -162,11 +172,32 @@ def train_dp_sgd(
     return result, history
 
 
+@dataclass(frozen=True)
+class _Proximal:
+    """FedProx's pull towards the weights the round started from."""
+
+    mu: float
+    anchors: list[tuple[nn.Parameter, torch.Tensor]]
+
+    @classmethod
+    def around(cls, model: nn.Module, mu: float) -> _Proximal:
+        """The pull towards ``model``'s trainable parameters as they are now."""
+        params = (p for p in model.parameters() if p.requires_grad)
+        return cls(mu, [(p, p.detach().clone()) for p in params])
+
+    def add_gradient(self) -> None:
+        """Add ``mu * (w - w_global)`` to each parameter's (private) gradient."""
+        for param, anchor in self.anchors:
+            if param.grad is not None:
+                param.grad.add_(param.detach() - anchor, alpha=self.mu)
+
+
 def _epoch(
     private: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: DPOptimizer,
     loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
     device: torch.device,
+    proximal: _Proximal | None = None,
 ) -> EpochStats:
     """One epoch of Poisson-sampled steps; each clips, adds noise and accounts."""
     criterion = nn.CrossEntropyLoss()
@@ -178,7 +209,11 @@ def _epoch(
         logits = private(images)
         loss = criterion(logits, labels)
         loss.backward()
-        optimizer.step()
+        if proximal is None:
+            optimizer.step()
+        elif optimizer.pre_step():  # clipped, noised and accounted
+            proximal.add_gradient()
+            optimizer.original_optimizer.step()
         n = int(labels.shape[0])  # 0 on an empty Poisson batch: noise only
         if n:
             loss_sum += float(loss.detach()) * n

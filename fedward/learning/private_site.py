@@ -20,6 +20,7 @@ from fedward.console import ProgressBar
 from fedward.data.patients import patient_groups
 from fedward.errors import PrivacyError, PrivacyLedgerError
 from fedward.learning.dp_sgd import PrivacyUnits, train_dp_sgd
+from fedward.learning.federated import round_learning_rate
 from fedward.learning.ledger import LedgerEntry, PrivacyLedger
 from fedward.learning.loops import TrainResult, seed_everything, select_device
 from fedward.learning.privacy import (
@@ -81,9 +82,18 @@ class PrivateTraining:
         return PrivacyUnits(train, site.transform(training=True), groups)
 
     def fit(
-        self, site: Site, model: nn.Module, server_round: int, run_id: str
+        self,
+        site: Site,
+        model: nn.Module,
+        server_round: int,
+        run_id: str,
+        *,
+        proximal_mu: float = 0.0,
     ) -> tuple[TrainResult, LedgerEntry]:
         """Check the budget, train privately, write the ledger; in that order.
+
+        The learning rate follows ``lr-schedule`` and ``proximal_mu`` adds
+        FedProx's term, as in :meth:`Site.fit`.
 
         Raises
         ------
@@ -101,6 +111,9 @@ class PrivateTraining:
         plan = plan_round(self.policy, cfg, len(units), units.unit)
         spend = spend_of(plan, self.policy, history, run_id)
         check_budget(self.policy, spend)
+        rate = round_learning_rate(
+            cfg.learning_rate, cfg.lr_schedule, server_round, cfg.num_server_rounds
+        )
         seed_everything(seed)
         with ProgressBar(f"{site.name} epoch", cfg.local_epochs) as bar:
             result, _ = train_dp_sgd(
@@ -109,10 +122,11 @@ class PrivateTraining:
                 plan,
                 epochs=cfg.local_epochs,
                 batch_size=cfg.batch_size,
-                learning_rate=cfg.learning_rate,
+                learning_rate=rate,
                 device=select_device(cfg.device),
                 accountant=self.policy.accountant,
                 on_epoch=lambda s: bar.step(epoch_message(s)),
+                proximal_mu=proximal_mu,
             )
         model.to("cpu")
         entry = self.ledger.append(

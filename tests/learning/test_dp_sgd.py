@@ -134,3 +134,28 @@ def test_the_noise_and_sampling_do_not_follow_the_run_seed() -> None:
         trained.append(model.state_dict())
 
     assert any(not torch.equal(trained[0][k], trained[1][k]) for k in trained[0])
+
+
+def test_fedprox_under_dp_pulls_towards_the_weights_sent() -> None:
+    """The proximal term is added after the noise; a strong one keeps w near w0."""
+
+    def drift(mu: float) -> float:
+        torch.manual_seed(0)
+        model = get_model("seed-cnn", num_classes=2, image_size=32)
+        sent = [p.detach().clone() for p in model.parameters()]
+        train_dp_sgd(
+            model,
+            PrivacyUnits(images(32), ScaleToUnit()),
+            RoundPlan(Mechanism(1.0, 0.5, 10), 1e-3, 1.0, "image", 32, 2),
+            epochs=5,
+            batch_size=16,
+            learning_rate=1e-3,
+            device=torch.device("cpu"),
+            accountant="rdp",
+            proximal_mu=mu,
+        )
+        return sum(float((p - s).pow(2).sum()) for p, s in zip(model.parameters(), sent))
+
+    free, pulled = drift(0.0), drift(100.0)
+
+    assert 0 < pulled < 0.5 * free
