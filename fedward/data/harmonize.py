@@ -29,10 +29,34 @@ PERCENTILES = (1.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 99.0)
 LOW, HIGH = 0.0, 255.0  # the standard scale's range: first and last landmark
 
 
+def uint8_percentiles(pixels: np.ndarray, q: Sequence[float]) -> np.ndarray:
+    """``np.percentile(pixels, q)`` of uint8 pixels, read off their histogram.
+
+    The same numbers as NumPy's default (linear) method, bit for bit: the k-th
+    smallest pixel is the first grey level whose cumulative count exceeds k,
+    and the interpolation is NumPy's own (``numpy.lib._function_base_impl._lerp``
+    as written out below). Counting 256 grey levels is much faster than the
+    partial sort ``np.percentile`` does on every pixel.
+    """
+    counts = np.bincount(pixels.ravel(), minlength=256)
+    cumulative = np.cumsum(counts)
+    n = int(cumulative[-1])
+    if n == 0:
+        raise DataError("percentiles of an image without pixels")
+    index = (n - 1) * np.true_divide(np.asarray(q, dtype=np.float64), 100)
+    below = np.floor(index)
+    above = np.minimum(below + 1, n - 1)
+    a = np.searchsorted(cumulative, below, side="right").astype(np.float64)
+    b = np.searchsorted(cumulative, above, side="right").astype(np.float64)
+    t = index - below
+    diff = b - a
+    values: np.ndarray = np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
+    return values
+
+
 def image_landmarks(pixels: np.ndarray) -> np.ndarray:
-    """The :data:`PERCENTILES` of one image's pixels (all channels together)."""
-    landmarks: np.ndarray = np.percentile(pixels.ravel(), PERCENTILES)
-    return landmarks
+    """The :data:`PERCENTILES` of one uint8 image's pixels (all channels together)."""
+    return uint8_percentiles(pixels, PERCENTILES)
 
 
 def _increasing(landmarks: np.ndarray) -> np.ndarray:
@@ -104,13 +128,16 @@ def harmonize_image(pixels: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """One uint8 image mapped from its own landmarks onto ``scale``.
 
     Piecewise linear between landmarks; intensities below the first or above
-    the last landmark go to the scale's ends.
+    the last landmark go to the scale's ends. The map is worked out once for
+    each of the 256 grey levels and looked up per pixel, which gives the same
+    bytes as interpolating every pixel.
     """
     marks = _increasing(image_landmarks(pixels))
     if marks[-1] - marks[0] <= 1e-3:  # a single grey level: nothing to map
         return pixels
-    mapped = np.interp(pixels.astype(np.float64), marks, scale)
-    out: np.ndarray = np.clip(np.rint(mapped), 0, 255).astype(np.uint8)
+    levels = np.interp(np.arange(256, dtype=np.float64), marks, scale)
+    table = np.clip(np.rint(levels), 0, 255).astype(np.uint8)
+    out: np.ndarray = table[pixels]
     return out
 
 

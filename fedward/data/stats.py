@@ -26,7 +26,7 @@ from fedward.data.dicom import (
     is_dicom,
     read_dataset,
 )
-from fedward.data.harmonize import PERCENTILES, site_landmarks
+from fedward.data.harmonize import PERCENTILES, site_landmarks, uint8_percentiles
 from fedward.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -75,6 +75,7 @@ def site_statistics(splits: SiteSplits, classes: list[str]) -> dict[str, Any]:
         else np.zeros(0, dtype=np.uint8)
     )
     hist = np.bincount(pixels // (256 // BINS), minlength=BINS).astype(np.float64)
+    percentiles = uint8_percentiles(pixels, (1, 50, 99)) if pixels.size else [0.0] * 3
     reasons = Counter(": ".join(r.split(": ")[:1]) for _, r in splits.skipped())
     landmarks, landmark_images = site_landmarks(splits.train.images)
     return {
@@ -87,9 +88,7 @@ def site_statistics(splits: SiteSplits, classes: list[str]) -> dict[str, Any]:
         "intensity": {
             "mean": float(pixels.mean()) if pixels.size else 0.0,
             "std": float(pixels.std()) if pixels.size else 0.0,
-            "p01": float(np.percentile(pixels, 1)) if pixels.size else 0.0,
-            "p50": float(np.percentile(pixels, 50)) if pixels.size else 0.0,
-            "p99": float(np.percentile(pixels, 99)) if pixels.size else 0.0,
+            **dict(zip(("p01", "p50", "p99"), map(float, percentiles), strict=True)),
             "histogram": (hist / max(hist.sum(), 1.0)).tolist(),
             # Nyúl-Udupa landmarks: the mean over training images, for harmonisation
             "landmarks": {

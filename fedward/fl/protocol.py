@@ -230,8 +230,13 @@ def state_from_arrays(record: ArrayRecord) -> dict[str, torch.Tensor]:
     return {key: torch.from_numpy(array_values(record[key]).copy()) for key in record}
 
 
-def check_arrays(reference: ArrayRecord, candidate: ArrayRecord) -> list[str]:
+def check_arrays(
+    reference: ArrayRecord | Mapping[str, torch.Tensor], candidate: ArrayRecord
+) -> list[str]:
     """Problems that make ``candidate`` unusable as weights shaped like ``reference``.
+
+    ``reference`` may be a record or a model's own state dict (not serialised
+    just to be compared).
 
     Checks the key set, every shape and that every floating value is finite.
     """
@@ -243,11 +248,11 @@ def check_arrays(reference: ArrayRecord, candidate: ArrayRecord) -> list[str]:
     if extra:
         problems.append(f"unexpected tensors: {extra[:5]}")
     for key in sorted(set(reference) & set(candidate)):
-        ref, got = reference[key], candidate[key]
-        if tuple(ref.shape) != tuple(got.shape):
-            problems.append(f"'{key}' has shape {got.shape}, expected {ref.shape}")
+        want, got = tuple(reference[key].shape), tuple(candidate[key].shape)
+        if want != got:
+            problems.append(f"'{key}' has shape {got}, expected {want}")
             continue
-        values = array_values(got)
+        values = array_values(candidate[key])
         if np.issubdtype(values.dtype, np.floating) and not _all_finite(values):
             problems.append(f"'{key}' holds NaN or infinite values")
     return problems
@@ -297,7 +302,8 @@ def load_arrays(
     WeightsError
         If keys, shapes or values do not fit the model.
     """
-    problems = check_arrays(to_arrays(model, exclude=exclude), arrays)
+    own = {k: v for k, v in model.state_dict().items() if k not in exclude}
+    problems = check_arrays(own, arrays)
     if problems:
         raise WeightsError(problems)
     model.load_state_dict(state_from_arrays(arrays), strict=not exclude)

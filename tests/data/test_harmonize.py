@@ -7,10 +7,12 @@ import torch
 from fedward.data.harmonize import (
     PERCENTILES,
     check_scale,
+    harmonize_image,
     harmonize_images,
     image_landmarks,
     site_landmarks,
     standard_scale,
+    uint8_percentiles,
 )
 from fedward.errors import DataError
 from fedward.fl.data_check import harmonize_scale
@@ -82,3 +84,26 @@ def test_a_malformed_scale_is_refused() -> None:
         check_scale([0.0, 255.0])
     with pytest.raises(DataError, match="not increasing"):
         check_scale(list(np.linspace(255, 0, len(PERCENTILES))))
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "n"),
+    [(0, 256, 1), (0, 256, 7), (0, 256, 4099), (100, 101, 50), (30, 40, 1000)],
+)
+def test_percentiles_from_the_histogram_are_numpys_bit_for_bit(
+    low: int, high: int, n: int
+) -> None:
+    pixels = np.random.default_rng(n).integers(low, high, n, dtype=np.uint8)
+    q = [*PERCENTILES, 0.0, 100.0, 12.5, 33.3, 66.7]
+
+    assert np.array_equal(uint8_percentiles(pixels, q), np.percentile(pixels, q))
+
+
+def test_the_lookup_table_maps_every_pixel_as_interpolation_does() -> None:
+    scale = check_scale(standard_scale([site_landmarks(s) for s in SITES.values()]))
+    for image in SITES["b"].numpy():
+        marks = image_landmarks(image) + np.arange(len(PERCENTILES)) * 1e-6
+        per_pixel = np.interp(image.astype(np.float64), marks, scale)
+        expected = np.clip(np.rint(per_pixel), 0, 255).astype(np.uint8)
+
+        assert np.array_equal(harmonize_image(image, scale), expected)
