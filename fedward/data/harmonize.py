@@ -38,6 +38,10 @@ def uint8_percentiles(pixels: np.ndarray, q: Sequence[float]) -> np.ndarray:
     as written out below). Counting 256 grey levels is much faster than the
     partial sort ``np.percentile`` does on every pixel.
     """
+    if pixels.dtype != np.uint8:
+        raise DataError(
+            f"percentiles from a histogram need uint8 pixels, not {pixels.dtype}"
+        )
     counts = np.bincount(pixels.ravel(), minlength=256)
     cumulative = np.cumsum(counts)
     n = int(cumulative[-1])
