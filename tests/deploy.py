@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -12,6 +14,7 @@ from pathlib import Path
 
 from fedward.deployment.approvals import record_approval
 from fedward.deployment.bundle import AppSummary, app_dir, build_app
+from fedward.deployment.hospital import entry_command
 from tests.pacs import free_port
 
 
@@ -72,3 +75,30 @@ def site_file(tmp: Path, name: str, *, approve: bool = True, **keys: object) -> 
     if approve:
         record_approval(tmp / f"{name}-approved-apps.json", this_app())
     return path
+
+
+def shimmed_environment(tmp: Path) -> tuple[dict[str, str], Path]:
+    """An environment whose Flower commands are wrappers that reorder PATH.
+
+    Like a pyenv shim, ``flower-supernode`` and ``flower-superexec`` here put a
+    folder of their own first on PATH before running Flower; that folder holds a
+    ``flwr-clientapp`` that is not the gate and only notes that it ran (in the
+    returned file). A daemon that found Flower's commands on PATH would let it
+    run.
+    """
+    shims, ungated = tmp / "shims", tmp / "ungated"
+    shims.mkdir()
+    ungated.mkdir()
+    marker = tmp / "ungated-clientapp-ran"
+    front = f'PATH={shlex.quote(str(ungated))}:"$PATH"; export PATH\n'
+    scripts = {
+        shims / name: f'{front}exec {shlex.join(entry_command(name))} "$@"'
+        for name in ("flower-supernode", "flower-superexec")
+    }
+    scripts[ungated / "flwr-clientapp"] = (
+        f"echo ran >> {shlex.quote(str(marker))}\nexit 1"
+    )
+    for path, body in scripts.items():
+        path.write_text(f"#!/bin/sh\n{body}\n")
+        path.chmod(0o755)
+    return {**os.environ, "PATH": f"{shims}{os.pathsep}{os.environ['PATH']}"}, marker

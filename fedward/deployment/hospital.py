@@ -7,7 +7,11 @@ server is away; SIGTERM stops it cleanly.
 
 Every task Flower starts goes through the gate (:mod:`fedward.deployment.gate`): the
 daemon puts a ``flwr-clientapp`` that runs it first on the SuperNode's PATH, so
-only app code whose hash the hospital approved is unpacked and run.
+only app code whose hash the hospital approved is unpacked and run. No process on
+the way is looked up on PATH except by the daemon's own scripts: the SuperNode and
+the SuperExec run from this interpreter's entry points, and the SuperExec's script
+puts the gate first again, so a wrapper that prepends its own folder to PATH (a
+pyenv shim does) cannot bring Flower's ungated ``flwr-clientapp`` forward.
 """
 
 from __future__ import annotations
@@ -15,11 +19,11 @@ from __future__ import annotations
 import logging
 import os
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
 import time
+from importlib.metadata import entry_points
 from pathlib import Path
 from types import FrameType
 
@@ -30,6 +34,26 @@ from fedward.deployment.gate import APPROVALS_ENV, SITE_ENV
 from fedward.errors import ConfigError
 
 logger = logging.getLogger(__name__)
+
+
+def entry_command(script: str) -> list[str]:
+    """Run the console script ``script`` with this interpreter, not found on PATH.
+
+    Raises
+    ------
+    ConfigError
+        If no installed package provides ``script``.
+    """
+    found = entry_points(group="console_scripts", name=script)
+    if not found:
+        raise ConfigError(f"'{script}' is not installed (pip install flwr)")
+    (entry,) = found
+    module, _, function = entry.value.partition(":")
+    code = (
+        f"import sys; from {module} import {function} as main; "
+        f"sys.argv[0] = {script!r}; sys.exit(main())"
+    )
+    return [sys.executable, "-c", code]
 
 
 def supernode_command(site: SiteConfig, site_file: Path) -> list[str]:
@@ -52,7 +76,7 @@ def supernode_command(site: SiteConfig, site_file: Path) -> list[str]:
     if problems:
         raise ConfigError(problems)
     command = [
-        shutil.which("flower-supernode") or "flower-supernode",
+        *entry_command("flower-supernode"),
         "--superlink", site.superlink,
         "--port", str(site.api_port),
         "--node-config", f'site-config="{site_file.resolve()}"',
@@ -72,23 +96,31 @@ def supernode_command(site: SiteConfig, site_file: Path) -> list[str]:
 def gated_environment(site: SiteConfig) -> dict[str, str]:
     """The SuperNode's environment: the gate first on PATH, a private FLWR_HOME.
 
-    Flower's SuperExec starts each task's process by command name
-    (``flwr-clientapp`` for a ClientApp). Ours runs the approval check, then
-    Flower's own ClientApp process; every other task command (an agent app, a
-    server app, ...) is shadowed by one that refuses, since a hospital runs only
-    ClientApps. Approved bundles are unpacked under ``daemon-dir``.
+    The SuperNode starts ``flower-superexec`` by name, and Flower's SuperExec
+    starts each task's process by command name (``flwr-clientapp`` for a
+    ClientApp). Our ``flower-superexec`` puts this folder first on PATH again
+    and runs Flower's from this interpreter; our ``flwr-clientapp`` runs the
+    approval check, then Flower's own ClientApp process; every other task
+    command (an agent app, a server app, ...) is shadowed by one that refuses,
+    since a hospital runs only ClientApps. Approved bundles are unpacked under
+    ``daemon-dir``.
     """
     from flwr.supercore.constant import TASK_TYPE_TO_COMMAND, TaskType
 
     home = Path(site.daemon_dir)
     bin_dir = home / "bin"
     bin_dir.mkdir(parents=True, exist_ok=True)
+    gate_first = f'PATH={shlex.quote(str(bin_dir))}:"$PATH"; export PATH\n'
+    superexec = shlex.join(entry_command("flower-superexec"))
+    scripts = {"flower-superexec": f'{gate_first}exec {superexec} "$@"'}
     for task, name in TASK_TYPE_TO_COMMAND.items():
         if task == TaskType.CLIENT_APP:
-            body = f'exec {shlex.quote(sys.executable)} -m fedward.deployment.gate "$@"'
+            gate = f"{shlex.quote(sys.executable)} -m fedward.deployment.gate"
+            scripts[name] = f'{gate_first}exec {gate} "$@"'
         else:
             refusal = f"fedward: {site.name} runs only ClientApps; refused {name}"
-            body = f"echo {shlex.quote(refusal)} >&2\nexit 1"
+            scripts[name] = f"echo {shlex.quote(refusal)} >&2\nexit 1"
+    for name, body in scripts.items():
         script = bin_dir / name
         script.write_text(f"#!/bin/sh\n{body}\n")
         script.chmod(0o755)

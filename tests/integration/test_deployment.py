@@ -20,17 +20,25 @@ from fedward.inference.export import Predictor
 from fedward.runfolder import RunFolder
 from fedward.signing import Trust, verify_folder
 from fedward.simulation.demo import write_demo
-from tests.deploy import consortium, other_app, site_file, this_app
+from tests.deploy import (
+    consortium,
+    other_app,
+    shimmed_environment,
+    site_file,
+    this_app,
+)
 from tests.pacs import free_port
 
 pytestmark = pytest.mark.integration
 ROGUE_KEY = "hospitals/rogue/node.key"
 
 
-def fedward(*args: str, log: Path) -> subprocess.Popen[bytes]:
+def fedward(
+    *args: str, log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     out = log.open("wb")
     return subprocess.Popen(
-        [sys.executable, "-m", "fedward", *args], stdout=out, stderr=out
+        [sys.executable, "-m", "fedward", *args], stdout=out, stderr=out, env=env
     )
 
 
@@ -86,8 +94,12 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
                               node_key=key.format("st-mary")),
         "plain-text": site_file(tmp, "plain", **once, insecure=True),
     }  # fmt: skip
+    # the daemons run where Flower's commands are PATH-reordering wrappers
+    shimmed, ungated = shimmed_environment(tmp)
     daemons = {
-        name: fedward("hospital", "--config", str(path), log=tmp / f"{name}.log")
+        name: fedward(
+            "hospital", "--config", str(path), log=tmp / f"{name}.log", env=shimmed
+        )
         for name, path in {**good, **bad}.items()
     }
     server = subprocess.run(
@@ -102,7 +114,8 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
         codes[name] = proc.wait(timeout=60)
-    return {"tmp": tmp, "server": server, "codes": codes, "reviews": reviews}
+    return {"tmp": tmp, "server": server, "codes": codes, "reviews": reviews,
+            "ungated": ungated}  # fmt: skip
 
 
 def test_two_hospitals_train_two_rounds_over_tls(federation: dict[str, object]) -> None:
@@ -166,6 +179,8 @@ def test_a_hospital_refuses_app_code_it_did_not_approve(
     assert not (tmp / "st-luke-daemon" / "flwr" / "apps").exists()
     summary = json.loads((tmp / "run" / "summary.json").read_text())
     assert "st-luke" not in summary["final"]["sites"]
+    # PATH-reordering wrappers around Flower's commands did not get past the gate
+    assert not Path(str(federation["ungated"])).exists()
 
 
 def test_the_good_hospitals_kept_the_final_model_signed_by_the_server(

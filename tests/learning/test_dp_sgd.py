@@ -154,7 +154,8 @@ def test_fedprox_under_dp_pulls_towards_the_weights_sent() -> None:
             accountant="rdp",
             proximal_mu=mu,
         )
-        return sum(float((p - s).pow(2).sum()) for p, s in zip(model.parameters(), sent))
+        moved = zip(model.parameters(), sent, strict=True)
+        return sum(float((p - s).pow(2).sum()) for p, s in moved)
 
     free, pulled = drift(0.0), drift(100.0)
 
