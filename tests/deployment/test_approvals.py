@@ -147,6 +147,12 @@ def test_the_daemon_puts_the_gate_in_front_of_flowers_clientapp(
 
     found = shutil.which("flwr-clientapp", path=env["PATH"])
     assert found == str(tmp_path / "st-mary-daemon" / "bin" / "flwr-clientapp")
+    # the SuperExec the SuperNode starts by name is the daemon's, and it is Flower's
+    superexec = shutil.which("flower-superexec", path=env["PATH"])
+    assert superexec == str(tmp_path / "st-mary-daemon" / "bin" / "flower-superexec")
+    usage = subprocess.run([superexec, "--help"], env=env, capture_output=True,
+                           text=True, timeout=60, check=True)  # fmt: skip
+    assert "usage: flower-superexec" in usage.stdout
     assert env["FLWR_HOME"] == str(tmp_path / "st-mary-daemon" / "flwr")
     assert env[APPROVALS_ENV] == str(tmp_path / "st-mary-approved-apps.json")
     # the command Flower's SuperExec starts by name runs the gate, then Flower
